@@ -1,0 +1,97 @@
+# airside_perception: set-up, build, tests, demo and benchmarks.
+# `make demo` and `make test` install what they need; repeating them is quick and harmless.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -e -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT    := $(CURDIR)
+VENV    := $(ROOT)/.venv
+PY      := $(VENV)/bin/python3
+WS      := $(ROOT)/.ws
+STAMPS  := $(ROOT)/.stamps
+RESULTS := $(ROOT)/bench_results
+PKG     := airside_perception
+
+# ROS must run on the system Python through the venv, never a pyenv interpreter.
+export PATH := $(VENV)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PYTHONDONTWRITEBYTECODE := 1
+export ROS_PYTHON_VERSION := 3
+export ROS_HOME := $(ROOT)/.ws/ros_home
+ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
+# Sourced before every ROS command: /opt/ros/noetic on the vehicle, then the workspace.
+ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
+VENV38 := $(ROOT)/.venv38
+PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
+
+.PHONY: help setup build test unit lint py38 rostest demo bench sample-bag docs clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --------------------------------------------------------------------------- set-up
+$(STAMPS)/ros-deps: scripts/install_ros_deps.sh
+	bash scripts/install_ros_deps.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt $(STAMPS)/ros-deps
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+setup: $(STAMPS)/venv build ## install ROS packages and the venv, build the catkin workspace
+
+build: $(STAMPS)/venv ## build messages and the package (catkin_make in .ws/)
+	@mkdir -p $(WS)/src
+	@ln -sfn $(ROOT) $(WS)/src/$(PKG)
+	cd $(WS) && $(if $(ROS_BASE),source $(ROS_BASE) &&,) catkin_make --cmake-args \
+	  -DPYTHON_EXECUTABLE=$(PY) -DCATKIN_ENABLE_TESTING=ON -DCMAKE_BUILD_TYPE=Release \
+	  > $(WS)/build.log 2>&1 || { tail -40 $(WS)/build.log; exit 1; }
+	@echo "catkin workspace built: $(WS)"
+
+# --------------------------------------------------------------------------- tests
+test: setup ## everything CI runs: unit tests, lint, Python 3.8 check, rostests
+	$(MAKE) --no-print-directory unit lint py38 rostest
+	@echo "make test: all passed"
+
+unit: ## unit tests (pytest, no roscore)
+	$(ROS_ENV) $(PY) -m pytest -q test/unit
+
+lint: ## ruff
+	$(PY) -m ruff check src nodes test scripts
+
+py38: ## prove the vehicle code is Python 3.8: vermin, then compile and import under 3.8
+	$(VENV)/bin/vermin --no-tips --violations -t=3.8- --eval-annotations --backport dataclasses \
+	  src/$(PKG) nodes
+ifneq ($(PY38),)
+	test -x $(VENV38)/bin/python || $(PY38) -m venv $(VENV38)
+	$(VENV38)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-py38.txt
+	$(VENV38)/bin/python -m compileall -q src/$(PKG) nodes
+	PYTHONPATH=src $(VENV38)/bin/python scripts/import_check.py
+	PYTHONPATH=src $(VENV38)/bin/python -m pytest -q -p no:cacheprovider test/unit
+else
+	@echo "py38: no pyenv 3.8 interpreter here; vermin check only"
+endif
+
+rostest: ## integration tests against a real roscore (catkin_make run_tests)
+	cd $(WS) && $(ROS_ENV) catkin_make run_tests > $(WS)/run_tests.log 2>&1 || true
+	cd $(WS) && $(ROS_ENV) catkin_test_results --verbose build/test_results \
+	  || { grep -E "FAILURE|ERROR|failed" -m 40 $(WS)/run_tests.log; exit 1; }
+
+# --------------------------------------------------------------------------- run
+demo: setup ## run the full graph on the bundled sample bag (Ctrl-C to stop)
+	$(ROS_ENV) roslaunch $(PKG) demo.launch $(DEMO_ARGS)
+
+bench: setup ## benchmarks: P50/P99/max into bench_results/
+	@mkdir -p $(RESULTS)
+	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out $(RESULTS)/sim_scan.txt
+
+sample-bag: setup ## regenerate the bundled sample bag under test/data/
+	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 20 --density compact \
+	  --out test/data/sample.bag
+
+docs: setup ## regenerate the simulator images under docs/
+	$(PY) -m $(PKG).sim render --seed 110016 --density default --out-dir docs
+
+clean: ## remove the workspace and stamps (keeps the venv)
+	rm -rf $(WS) $(STAMPS)/ros-deps

@@ -1,0 +1,1 @@
+"""ROS layer: the only modules of the package that import rospy or message types."""

@@ -1,0 +1,1 @@
+"""Synthetic airside world: procedural apron scenes and a multi-LiDAR scanner (NumPy only)."""

@@ -1,0 +1,6 @@
+import os
+import sys
+
+SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+if os.path.abspath(SRC) not in [os.path.abspath(p) for p in sys.path]:
+    sys.path.insert(0, os.path.abspath(SRC))
