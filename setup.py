@@ -13,6 +13,7 @@ setup(**generate_distutils_setup(
         "airside_perception.sim",
         "airside_perception.simplex",
         "airside_perception.tools",
+        "airside_perception.training",
     ],
     package_dir={"": "src"},
 ))

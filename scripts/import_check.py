@@ -6,7 +6,7 @@ import sys
 
 import airside_perception
 
-SKIP_PREFIXES = ("airside_perception.ros", "airside_perception.tools.train")
+SKIP_PREFIXES = ("airside_perception.ros", "airside_perception.training")
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ CODE = """
 import importlib, pkgutil, sys
 import airside_perception
 for m in pkgutil.walk_packages(airside_perception.__path__, 'airside_perception.'):
-    if m.name.startswith(('airside_perception.ros', 'airside_perception.tools.train')):
+    if m.name.startswith(('airside_perception.ros', 'airside_perception.training')):
         continue
     importlib.import_module(m.name)
 bad = sorted(n for n in sys.modules if n.split('.')[0] in

@@ -35,6 +35,8 @@ class GridSpec:
 #: from 0.1 m to 2.5 m above the apron, where a tug or a person would collide.
 OCCUPANCY_GRID = GridSpec(resolution_m=0.4, half_extent_m=40.0)
 OCCUPANCY_BAND_M = (0.1, 2.5)
+#: The band split in height slices, for channel-to-height occupancy models.
+OCCUPANCY_BINS_M = ((0.1, 0.7), (0.7, 1.3), (1.3, 1.9), (1.9, 2.5))
 
 #: Seed ranges of the data splits.
 SPLITS: Dict[str, Tuple[int, int]] = {
@@ -84,7 +86,13 @@ class Scan:
 
 def occupancy_from_scene(scene: Scene, prim_hits: np.ndarray, grid: GridSpec = OCCUPANCY_GRID) -> np.ndarray:
     """Rasterises the footprints of every solid that was seen and reaches into the band."""
-    occ = np.zeros((grid.size, grid.size), dtype=np.uint8)
+    return occupancy_volume(scene, prim_hits, grid, (OCCUPANCY_BAND_M,))[0]
+
+
+def occupancy_volume(scene: Scene, prim_hits: np.ndarray, grid: GridSpec, bins) -> np.ndarray:
+    """``(Z, H, W)`` uint8: cells under a seen solid that reaches into each height bin
+    ``(lo, hi)`` metres above the apron."""
+    occ = np.zeros((len(bins), grid.size, grid.size), dtype=np.uint8)
     xs, ys = grid.centres()
     res, half = grid.resolution_m, grid.half_extent_m
     k = 0
@@ -97,7 +105,8 @@ def occupancy_from_scene(scene: Scene, prim_hits: np.ndarray, grid: GridSpec = O
             ground_z = float(scene.ground.height(np.array(prim.center[0]), np.array(prim.center[1])))
             lo = prim.center[2] - prim.half[2] - ground_z
             hi = prim.center[2] + prim.half[2] - ground_z
-            if hi < OCCUPANCY_BAND_M[0] or lo > OCCUPANCY_BAND_M[1]:
+            slices = [z for z, (b_lo, b_hi) in enumerate(bins) if hi >= b_lo and lo <= b_hi]
+            if not slices:
                 continue
             reach = float(np.hypot(prim.half[0], prim.half[1]))
             ix0 = max(int((prim.center[0] - reach + half) / res), 0)
@@ -107,7 +116,8 @@ def occupancy_from_scene(scene: Scene, prim_hits: np.ndarray, grid: GridSpec = O
             if ix0 >= ix1 or iy0 >= iy1:
                 continue
             window = g.footprint_mask(prim, xs[iy0:iy1, ix0:ix1], ys[iy0:iy1, ix0:ix1])
-            occ[iy0:iy1, ix0:ix1] |= window.astype(np.uint8)
+            for z in slices:
+                occ[z, iy0:iy1, ix0:ix1] |= window.astype(np.uint8)
     return occ
 
 

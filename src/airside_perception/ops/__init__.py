@@ -1,0 +1,1 @@
+"""Pre- and post-processing as plain array functions (NumPy; CuPy twins in ``gpu``)."""

@@ -1,0 +1,142 @@
+"""Crop and pillar encoding: one BEV raster per cloud, shared by every task.
+
+Each pillar (BEV cell) is summarised by fixed statistics of its points instead of a learned
+PointNet: on the vehicle's CPU fallback the learned encoder did not fit the budget, and the
+statistics carry what the 2D networks need (occupancy, heights, reflectivity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+from airside_perception.errors import ConfigError
+
+N_BEV_FEATURES = 8
+N_POINT_FEATURES = 5
+
+
+@dataclass(frozen=True)
+class BevSpec:
+    """The pillar grid, in base_link: square, centred on the vehicle."""
+
+    half_extent_m: float = 51.2
+    resolution_m: float = 0.4
+    z_min_m: float = -3.0
+    z_max_m: float = 13.0
+    max_pillars: int = 40000
+
+    def __post_init__(self):
+        size = 2 * self.half_extent_m / self.resolution_m
+        if abs(size - round(size)) > 1e-6 or round(size) % 8:
+            raise ConfigError(f"2 * half_extent_m / resolution_m = {size:g} must be a whole multiple of 8 "
+                              "(the networks downsample three times)")
+        if self.z_max_m <= self.z_min_m:
+            raise ConfigError(f"z_max_m {self.z_max_m} must exceed z_min_m {self.z_min_m}")
+        if self.max_pillars <= 0:
+            raise ConfigError(f"max_pillars {self.max_pillars} must be positive")
+
+    @property
+    def size(self) -> int:
+        return int(round(2 * self.half_extent_m / self.resolution_m))
+
+
+@dataclass(frozen=True)
+class BevInput:
+    """Everything the networks read about one cloud.
+
+    bev (1, 8, S, S) float32 raster, row = y, column = x;
+    kept (K,) int64 indices of the input points that were encoded (finite, in range, within
+    the pillar capacity), in input order; point_cells (K,) int64 flat cell of each kept point;
+    point_features (K, 5) float32; overflow_points: points dropped by the pillar capacity.
+    """
+
+    bev: np.ndarray
+    kept: np.ndarray
+    point_cells: np.ndarray
+    point_features: np.ndarray
+    n_input: int
+    overflow_points: int
+    overflow_pillars: int
+
+
+def crop(points: np.ndarray, spec: BevSpec) -> np.ndarray:
+    """Indices of the finite points of ``(N, 4)`` inside the grid and height range."""
+    h = spec.half_extent_m
+    with np.errstate(invalid="ignore"):
+        inside = ((np.abs(points[:, 0]) < h) & (np.abs(points[:, 1]) < h)
+                  & (points[:, 2] >= spec.z_min_m) & (points[:, 2] < spec.z_max_m))
+    return np.flatnonzero(inside & np.isfinite(points[:, 3]))
+
+
+def encode(points: np.ndarray, spec: BevSpec) -> BevInput:
+    """Encodes ``(N, 4)`` float32 x, y, z, intensity (base_link) into the shared BEV input.
+
+    bev channels: occupied, log(1 + count) / 4, max z / 4, min z / 4, mean z / 4,
+    max intensity / 255, mean intensity / 255, share of points 0.2 m above the pillar floor.
+    point features: z - pillar min z, z - pillar mean z, intensity / 255, z / 4, range / 50.
+    """
+    s = spec.size
+    kept = crop(points, spec)
+    p = points[kept]
+    ix = ((p[:, 0] + spec.half_extent_m) / spec.resolution_m).astype(np.int64)
+    iy = ((p[:, 1] + spec.half_extent_m) / spec.resolution_m).astype(np.int64)
+    np.clip(ix, 0, s - 1, out=ix)
+    np.clip(iy, 0, s - 1, out=iy)
+    cells = iy * s + ix
+    count = np.bincount(cells, minlength=s * s)
+    overflow_pillars = 0
+    overflow_points = 0
+    n_pillars = int(np.count_nonzero(count))
+    if n_pillars > spec.max_pillars:
+        cells, kept, p, count, overflow_pillars, overflow_points = _cap_pillars(cells, kept, p, count, spec)
+    z, inten = p[:, 2], p[:, 3]
+    zmax = np.full(s * s, -np.inf, np.float32)
+    zmin = np.full(s * s, np.inf, np.float32)
+    imax = np.zeros(s * s, np.float32)
+    np.maximum.at(zmax, cells, z)
+    np.minimum.at(zmin, cells, z)
+    np.maximum.at(imax, cells, inten)
+    occ = np.flatnonzero(count)  # only occupied pillars are summarised
+    n = count[occ].astype(np.float32)
+    zsum = np.bincount(cells, weights=z, minlength=s * s)
+    isum = np.bincount(cells, weights=inten, minlength=s * s)
+    zmin_pt = zmin[cells]
+    above = np.bincount(cells, weights=(z - zmin_pt) > 0.2, minlength=s * s)
+    bev = np.zeros((N_BEV_FEATURES, s * s), np.float32)
+    zmean_occ = zsum[occ] / n
+    bev[0, occ] = 1.0
+    bev[1, occ] = np.log1p(n) / 4.0
+    bev[2, occ] = zmax[occ] / 4.0
+    bev[3, occ] = zmin[occ] / 4.0
+    bev[4, occ] = zmean_occ / 4.0
+    bev[5, occ] = imax[occ] / 255.0
+    bev[6, occ] = isum[occ] / n / 255.0
+    bev[7, occ] = above[occ] / n
+    zmean = np.zeros(s * s, np.float32)
+    zmean[occ] = zmean_occ
+    feats = np.empty((len(p), N_POINT_FEATURES), np.float32)
+    feats[:, 0] = z - zmin_pt
+    feats[:, 1] = z - zmean[cells]
+    feats[:, 2] = inten / 255.0
+    feats[:, 3] = z / 4.0
+    feats[:, 4] = np.sqrt(p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1]) / 50.0
+    return BevInput(bev.reshape(1, N_BEV_FEATURES, s, s), kept, cells, feats, len(points),
+                    overflow_points, overflow_pillars)
+
+
+def _cap_pillars(cells, kept, p, count, spec: BevSpec) -> Tuple:
+    """Keeps the ``max_pillars`` pillars nearest the vehicle; the rest are counted as overflow."""
+    s = spec.size
+    occupied = np.flatnonzero(count)
+    cy, cx = np.divmod(occupied, s)
+    dist = (cx - s / 2 + 0.5) ** 2 + (cy - s / 2 + 0.5) ** 2
+    keep_cells = occupied[np.argsort(dist, kind="stable")[: spec.max_pillars]]
+    allowed = np.zeros(s * s, bool)
+    allowed[keep_cells] = True
+    mask = allowed[cells]
+    dropped_points = int((~mask).sum())
+    new_count = np.where(allowed, count, 0)
+    return (cells[mask], kept[mask], p[mask], new_count, len(occupied) - spec.max_pillars, dropped_points)

@@ -1,0 +1,1 @@
+"""Offline tools: training, export, evaluation, engine builds, quantization, gates, benchmarks."""

@@ -1,0 +1,101 @@
+"""Reference networks (PyTorch; offline tools only, never imported on the vehicle).
+
+All three read the shared BEV raster ``(1, 8, S, S)`` of :mod:`airside_perception.ops.bev`
+(S = 256, 0.4 m cells) and use only plain ONNX operators (Conv, Relu, Resize, Gather, Add,
+Concat, MatMul): TensorRT and its DLA build them without plugins.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+N_HEIGHT_BINS = 4  # occupancy channel-to-height: 0.1-0.7-1.3-1.9-2.5 m above the apron
+DET_REG_CHANNELS = 8  # dx, dy, z, log l, log w, log h, sin yaw, cos yaw
+
+
+def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class BevBackbone(nn.Module):
+    """A three-scale encoder-decoder: (B, 8, S, S) -> (B, w1, S/2, S/2) at 0.8 m."""
+
+    def __init__(self, w1: int = 24, w2: int = 48, w3: int = 64, cin: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(conv(cin, w1, 2), conv(w1, w1))
+        self.down1 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
+        self.down2 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3), conv(w3, w3))
+        self.lat2 = nn.Conv2d(w3, w2, 1)
+        self.fuse1 = conv(w2, w2)
+        self.lat1 = nn.Conv2d(w2, w1, 1)
+        self.fuse0 = conv(w1, w1)
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        f0 = self.stem(bev)  # (B, w1, S/2, S/2)
+        f1 = self.down1(f0)  # (B, w2, S/4, S/4)
+        f2 = self.down2(f1)  # (B, w3, S/8, S/8)
+        f1 = self.fuse1(f1 + F.interpolate(self.lat2(f2), scale_factor=2.0, mode="nearest"))
+        return self.fuse0(f0 + F.interpolate(self.lat1(f1), scale_factor=2.0, mode="nearest"))
+
+
+class SegmentationNet(nn.Module):
+    """Per-point classifier: BEV context gathered at each point, plus the point's own features.
+
+    inputs: bev (1, 8, S, S); point_cells (K,) int64 flat index into S*S; point_features (K, 5).
+    output: point_logits (K, C).
+    """
+
+    def __init__(self, n_classes: int, size: int = 256, width: int = 24):
+        super().__init__()
+        self.size = size
+        self.backbone = BevBackbone(width, 2 * width, 64)
+        self.mlp = nn.Sequential(nn.Linear(width + 8 + 5, 48), nn.ReLU(inplace=True), nn.Linear(48, 32),
+                                 nn.ReLU(inplace=True), nn.Linear(32, n_classes))
+
+    def forward(self, bev: torch.Tensor, point_cells: torch.Tensor, point_features: torch.Tensor) -> torch.Tensor:
+        s = self.size
+        ctx = self.backbone(bev)  # (1, w, S/2, S/2)
+        w = ctx.shape[1]
+        iy = torch.div(point_cells, s, rounding_mode="floor")
+        ix = point_cells - iy * s
+        half_cells = torch.div(iy, 2, rounding_mode="floor") * (s // 2) + torch.div(ix, 2, rounding_mode="floor")
+        ctx_pts = ctx.reshape(w, -1).transpose(0, 1)[half_cells]  # (K, w)
+        raw_pts = bev.reshape(8, -1).transpose(0, 1)[point_cells]  # (K, 8)
+        return self.mlp(torch.cat([ctx_pts, raw_pts, point_features], dim=1))
+
+
+class DetectionNet(nn.Module):
+    """CenterPoint head on the BEV backbone: class heatmaps and box regression at 0.8 m.
+
+    input: bev (1, 8, S, S). outputs: heatmap (1, C, S/2, S/2) logits; regression (1, 8, S/2, S/2).
+    """
+
+    def __init__(self, n_classes: int, width: int = 24):
+        super().__init__()
+        self.backbone = BevBackbone(width, 2 * width, 64)
+        self.shared = conv(width, width)
+        self.heatmap = nn.Conv2d(width, n_classes, 1)
+        self.regression = nn.Conv2d(width, DET_REG_CHANNELS, 1)
+        nn.init.constant_(self.heatmap.bias, -2.19)  # prior 0.1, as in CenterPoint
+
+    def forward(self, bev: torch.Tensor):
+        f = self.shared(self.backbone(bev))
+        return self.heatmap(f), self.regression(f)
+
+
+class OccupancyNet(nn.Module):
+    """FlashOcc-style: 2D convolutions only, then channel-to-height.
+
+    input: bev (1, 8, S, S). output: occupancy_logits (1, Z, S, S), Z height bins.
+    """
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.backbone = BevBackbone(width, 2 * width, 48)
+        self.refine = nn.Sequential(nn.Conv2d(width + 8, 16, 1), nn.ReLU(inplace=True), nn.Conv2d(16, N_HEIGHT_BINS, 1))
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        ctx = F.interpolate(self.backbone(bev), scale_factor=2.0, mode="nearest")
+        return self.refine(torch.cat([ctx, bev], dim=1))

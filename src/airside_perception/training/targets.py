@@ -1,0 +1,91 @@
+"""Training samples: a simulated scan, its BEV input and the targets of the three tasks (NumPy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+
+from airside_perception import classes
+from airside_perception.ops.bev import BevSpec, encode
+from airside_perception.sim import world
+from airside_perception.sim.scanner import make_rig, scan
+from airside_perception.sim.scene import generate_scene
+
+DET_STRIDE = 2  # detection output cell = 2 BEV cells = 0.8 m
+DET_LABEL_OF_CLASS = {classes.CLASS_IDS[n]: i for i, n in enumerate(classes.DETECTION_CLASS_NAMES)}
+MIN_BOX_POINTS = 3
+
+
+@dataclass(frozen=True)
+class Sample:
+    bev: np.ndarray  # (8, S, S) float32
+    point_cells: np.ndarray  # (K,) int64
+    point_features: np.ndarray  # (K, 5) float32
+    point_labels: np.ndarray  # (K,) int64
+    heatmap: np.ndarray  # (C, S/2, S/2) float32
+    regression: np.ndarray  # (8, S/2, S/2) float32
+    reg_mask: np.ndarray  # (S/2, S/2) float32
+    occupancy: np.ndarray  # (Z, S, S) float32
+
+
+def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float = 0.1) -> float:
+    """CenterNet's radius for which a shifted box still overlaps by ``min_overlap``."""
+    h, w = length_cells, width_cells
+    r1 = (h + w - np.sqrt((h + w) ** 2 - 4 * h * w * (1 - min_overlap) / (1 + min_overlap))) / 2
+    r2 = (2 * (h + w) - np.sqrt(4 * (h + w) ** 2 - 16 * (1 - min_overlap) * h * w)) / 4
+    r3 = (-2 * min_overlap * (h + w) + np.sqrt((2 * min_overlap * (h + w)) ** 2
+                                               - 16 * (min_overlap - 1) * min_overlap * h * w)) / 2
+    return float(min(r1, r2, r3))
+
+
+def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.ndarray, spec: BevSpec):
+    """CenterPoint targets at 0.8 m: Gaussian heatmaps and regression at each centre cell."""
+    n_cls = len(classes.DETECTION_CLASS_NAMES)
+    out = spec.size // DET_STRIDE
+    cell = spec.resolution_m * DET_STRIDE
+    heat = np.zeros((n_cls, out, out), np.float32)
+    reg = np.zeros((8, out, out), np.float32)
+    mask = np.zeros((out, out), np.float32)
+    ys, xs = np.mgrid[0:out, 0:out]
+    for box, label, n_pts in zip(boxes, box_labels, box_points):
+        det_label = DET_LABEL_OF_CLASS.get(int(label))
+        if det_label is None or n_pts < MIN_BOX_POINTS:
+            continue
+        cx = (box[0] + spec.half_extent_m) / cell
+        cy = (box[1] + spec.half_extent_m) / cell
+        ix, iy = int(cx), int(cy)
+        if not (0 <= ix < out and 0 <= iy < out):
+            continue
+        radius = max(1.0, gaussian_radius(box[3] / cell, box[4] / cell))
+        sigma = (2 * radius + 1) / 6
+        r = int(np.ceil(3 * sigma))
+        y0, y1, x0, x1 = max(iy - r, 0), min(iy + r + 1, out), max(ix - r, 0), min(ix + r + 1, out)
+        g = np.exp(-((xs[y0:y1, x0:x1] - ix) ** 2 + (ys[y0:y1, x0:x1] - iy) ** 2) / (2 * sigma * sigma))
+        np.maximum(heat[det_label, y0:y1, x0:x1], g, out=heat[det_label, y0:y1, x0:x1])
+        reg[:, iy, ix] = [cx - ix, cy - iy, box[2], np.log(box[3]), np.log(box[4]), np.log(box[5]),
+                          np.sin(box[6]), np.cos(box[6])]
+        mask[iy, ix] = 1.0
+    return heat, reg, mask
+
+
+def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator) -> Sample:
+    """One training sample from scene ``seed``, at a randomly drawn sensor density."""
+    density = str(rng.choice(["compact", "default", "default", "dense"]))
+    scene = generate_scene(int(seed))
+    raw = scan(scene, make_rig(density), np.random.default_rng([int(seed), 7]))
+    enc = encode(raw.points, spec)
+    boxes = np.array([o.box() for o in scene.objects], np.float32).reshape(-1, 7)
+    box_labels = np.array([o.class_id for o in scene.objects], np.uint8)
+    obj = raw.object_ids[raw.object_ids >= 0]
+    box_points = np.bincount(obj, minlength=len(scene.objects))
+    heat, reg, mask = detection_targets(boxes, box_labels, box_points, spec)
+    grid = world.GridSpec(spec.resolution_m, spec.half_extent_m)
+    occ = world.occupancy_volume(scene, raw.prim_hits, grid, world.OCCUPANCY_BINS_M)
+    return Sample(enc.bev[0], enc.point_cells, enc.point_features, raw.labels[enc.kept].astype(np.int64),
+                  heat, reg, mask, occ.astype(np.float32))
+
+
+def as_dict(sample: Sample) -> Dict[str, np.ndarray]:
+    return {k: getattr(sample, k) for k in sample.__dataclass_fields__}

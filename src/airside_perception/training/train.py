@@ -1,0 +1,153 @@
+"""Trains the three reference networks on the synthetic world and exports them to ONNX.
+
+    python -m airside_perception.training.train --minutes 6 --out-dir /tmp/models
+
+Samples are simulated on the fly by CPU workers from the ``train`` seed range, so no scene
+is seen twice; all three networks learn from the same batches. A CUDA GPU is used when
+present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from airside_perception import classes
+from airside_perception.ops.bev import BevSpec
+from airside_perception.sim.world import SPLITS
+from airside_perception.training import export, models, targets
+
+#: Cross-entropy weights against class imbalance, about (frequency)^-0.4.
+SEG_CLASS_WEIGHTS = [1.0, 3.0, 5.0, 2.5, 4.0, 8.0, 8.0, 2.0, 3.0]
+
+
+class SimStream(IterableDataset):
+    """Endless, never-repeating training samples: worker ``w`` takes seeds w, w + n, ..."""
+
+    def __init__(self, spec: BevSpec, start_seed: int):
+        self.spec = spec
+        self.start_seed = start_seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, n = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng(self.start_seed + wid)
+        seed = SPLITS["train"][0] + self.start_seed + wid
+        while seed < SPLITS["train"][1]:
+            yield targets.as_dict(targets.make_sample(seed, self.spec, rng))
+            seed += n
+
+
+def collate(batch: List[Dict[str, np.ndarray]]) -> Dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(np.stack([b[k] for b in batch])) for k in
+           ("bev", "heatmap", "regression", "reg_mask", "occupancy")}
+    cells_per_sample = batch[0]["bev"].shape[1] * batch[0]["bev"].shape[2]
+    out["point_cells"] = torch.from_numpy(np.concatenate([b["point_cells"] for b in batch]))
+    out["point_batch"] = torch.from_numpy(np.concatenate(
+        [np.full(len(b["point_cells"]), i, np.int64) for i, b in enumerate(batch)]))
+    out["point_features"] = torch.from_numpy(np.concatenate([b["point_features"] for b in batch]))
+    out["point_labels"] = torch.from_numpy(np.concatenate([b["point_labels"] for b in batch]))
+    out["cells_per_sample"] = torch.tensor(cells_per_sample)
+    return out
+
+
+def seg_forward_batched(net: models.SegmentationNet, bev, cells, batch_idx, feats):
+    """SegmentationNet.forward for a batch: each point gathers from its own sample."""
+    s = net.size
+    ctx = net.backbone(bev)  # (B, w, S/2, S/2)
+    b, w = ctx.shape[:2]
+    iy = torch.div(cells, s, rounding_mode="floor")
+    ix = cells - iy * s
+    half = torch.div(iy, 2, rounding_mode="floor") * (s // 2) + torch.div(ix, 2, rounding_mode="floor")
+    ctx_flat = ctx.permute(0, 2, 3, 1).reshape(-1, w)
+    raw_flat = bev.permute(0, 2, 3, 1).reshape(-1, bev.shape[1])
+    ctx_pts = ctx_flat[batch_idx * (s // 2) ** 2 + half]
+    raw_pts = raw_flat[batch_idx * s * s + cells]
+    return net.mlp(torch.cat([ctx_pts, raw_pts, feats], dim=1))
+
+
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss."""
+    pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg = 1 - pos
+    pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
+    neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - target) ** 4 * neg
+    n_pos = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / n_pos
+
+
+def detection_loss(heat_logits, reg, batch) -> torch.Tensor:
+    mask = batch["reg_mask"].unsqueeze(1)
+    reg_err = F.l1_loss(reg * mask, batch["regression"] * mask, reduction="sum") / mask.sum().clamp(min=1)
+    return focal_heatmap_loss(heat_logits, batch["heatmap"]) + 2.0 * reg_err
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock training budget")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--start-seed", type=int, default=0)
+    args = parser.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    spec = BevSpec()
+    nets = {
+        "segmentation": models.SegmentationNet(len(classes.CLASS_NAMES)).to(device),
+        "detection": models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)).to(device),
+        "occupancy": models.OccupancyNet().to(device),
+    }
+    params = [p for n in nets.values() for p in n.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    seg_weights = torch.tensor(SEG_CLASS_WEIGHTS, device=device)
+    loader = DataLoader(SimStream(spec, args.start_seed), batch_size=args.batch, num_workers=args.workers,
+                        collate_fn=collate, prefetch_factor=4, persistent_workers=True)
+    budget_s = args.minutes * 60.0
+    start = time.time()
+    step = 0
+    for batch in loader:
+        elapsed = time.time() - start
+        if elapsed > budget_s:
+            break
+        for group in opt.param_groups:  # cosine decay over the time budget
+            group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * min(elapsed / budget_s, 1.0)))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for n in nets.values():
+            n.train()
+        seg_logits = seg_forward_batched(nets["segmentation"], batch["bev"], batch["point_cells"],
+                                         batch["point_batch"], batch["point_features"])
+        seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights)
+        heat, reg = nets["detection"](batch["bev"])
+        det_loss = detection_loss(heat, reg, batch)
+        occ_logits = nets["occupancy"](batch["bev"])
+        occ_loss = F.binary_cross_entropy_with_logits(occ_logits, batch["occupancy"],
+                                                      pos_weight=torch.tensor(3.0, device=device))
+        loss = seg_loss + det_loss + 2.0 * occ_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step:5d}  {elapsed:6.0f}s  seg {seg_loss.item():.3f}  det {det_loss.item():.3f}  "
+                  f"occ {occ_loss.item():.3f}", flush=True)
+    print(f"trained {step} steps x {args.batch} scans in {time.time() - start:.0f}s", flush=True)
+    for task, net in nets.items():
+        net = net.cpu().eval()
+        torch.save(net.state_dict(), os.path.join(args.out_dir, f"{task}.pt"))
+        export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
+    print("exported", sorted(os.listdir(args.out_dir)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
