@@ -1,0 +1,171 @@
+"""TensorRT backend (8.5+ name-based I/O). Imported lazily: the package runs without TensorRT.
+
+Device buffers and the stream come from CuPy, or from pycuda on the primary CUDA context where
+a Jetson image has pycuda but no CuPy. This path cannot be executed on machines without
+TensorRT; it follows the TensorRT Python API: ``deserialize_cuda_engine``,
+``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``, ``set_input_shape``,
+``set_tensor_address`` and ``execute_async_v3``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+
+from airside_perception.backends.base import Backend, load_error
+from airside_perception.engines.manifest import TensorSpec
+from airside_perception.errors import InferenceError, ModelLoadError
+
+
+class _CupyMemory:
+    def __init__(self):
+        import cupy
+
+        self.cp = cupy
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream_handle = self.stream.ptr
+
+    def to_device(self, array: np.ndarray):
+        with self.stream:
+            buf = self.cp.asarray(np.ascontiguousarray(array))
+        return buf, buf.data.ptr
+
+    def empty(self, shape, dtype):
+        with self.stream:
+            buf = self.cp.empty(shape, dtype)
+        return buf, buf.data.ptr
+
+    def to_host(self, buf) -> np.ndarray:
+        return buf.get(stream=self.stream)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        self.stream = None
+
+
+class _PycudaMemory:
+    """pycuda on the device's primary context (shared with anything else in the process)."""
+
+    def __init__(self):
+        import pycuda.driver as cuda
+
+        cuda.init()
+        self.cuda = cuda
+        self.context = cuda.Device(0).retain_primary_context()
+        self.context.push()
+        self.stream = cuda.Stream()
+        self.stream_handle = self.stream.handle
+
+    def to_device(self, array: np.ndarray):
+        host = np.ascontiguousarray(array)
+        buf = self.cuda.mem_alloc(max(host.nbytes, 1))
+        self.cuda.memcpy_htod_async(buf, host, self.stream)
+        return (buf, host), int(buf)
+
+    def empty(self, shape, dtype):
+        host = self.cuda.pagelocked_empty(tuple(shape), dtype)
+        buf = self.cuda.mem_alloc(max(host.nbytes, 1))
+        return (buf, host), int(buf)
+
+    def to_host(self, handle) -> np.ndarray:
+        buf, host = handle
+        self.cuda.memcpy_dtoh_async(host, buf, self.stream)
+        return host
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        self.context.pop()
+
+
+def _device_memory():
+    try:
+        return _CupyMemory()
+    except ImportError:
+        return _PycudaMemory()
+
+
+class TensorRTBackend(Backend):
+    """Runs a serialized ``.engine``; dynamic dimensions must lie within profile 0."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+        super().__init__(engine_path, inputs, outputs)
+        self._trt = None
+        self._engine = None
+        self._context = None
+        self._memory = None
+
+    def _activate(self) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise ModelLoadError(f"TensorRT is not installed here ({exc}): use backend 'onnxruntime'") from exc
+        self._trt = trt
+        logger = trt.Logger(trt.Logger.WARNING)
+        with open(self.model_path, "rb") as fh:
+            blob = fh.read()
+        self._engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        if self._engine is None:
+            raise load_error(self.model_path, RuntimeError("deserialize_cuda_engine returned None"),
+                             "The engine was built for another TensorRT version or GPU: rebuild it on this vehicle")
+        names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
+        expected = {t.name for t in self.inputs + self.outputs}
+        if names != expected:
+            raise ModelLoadError(f"{self.model_path}: engine tensors {sorted(names)} differ from the manifest's "
+                                 f"{sorted(expected)}: rebuild it from this version's model")
+        self._context = self._engine.create_execution_context()
+        self._memory = _device_memory()
+
+    def _deactivate(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+        self._context = None
+        self._engine = None
+        self._memory = None
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        keep_alive = []
+        for spec in self.inputs:
+            array = feeds[spec.name]
+            lo, _, hi = self._engine.get_tensor_profile_shape(spec.name, 0)
+            if any(n < a or n > b for n, a, b in zip(array.shape, lo, hi)):
+                raise InferenceError(f"input '{spec.name}' shape {list(array.shape)} is outside the engine's "
+                                     f"profile {list(lo)}..{list(hi)}: rebuild with a wider profile")
+            self._context.set_input_shape(spec.name, tuple(array.shape))
+            handle, ptr = self._memory.to_device(array)
+            keep_alive.append(handle)
+            self._context.set_tensor_address(spec.name, ptr)
+        out_handles = {}
+        for spec in self.outputs:
+            shape = tuple(self._context.get_tensor_shape(spec.name))
+            dtype = self._trt.nptype(self._engine.get_tensor_dtype(spec.name))
+            handle, ptr = self._memory.empty(shape, dtype)
+            out_handles[spec.name] = handle
+            self._context.set_tensor_address(spec.name, ptr)
+        if not self._context.execute_async_v3(self._memory.stream_handle):
+            raise InferenceError(f"execute_async_v3 failed on {self.model_path}")
+        results = {name: self._memory.to_host(h) for name, h in out_handles.items()}
+        self._memory.synchronize()
+        return results
+
+
+def runtime_identity():
+    """(TensorRT version, compute capability "M.m") of this machine; ImportError without TensorRT."""
+    import tensorrt as trt
+
+    try:
+        import cupy
+
+        major, minor = cupy.cuda.Device(0).compute_capability[:-1], cupy.cuda.Device(0).compute_capability[-1]
+    except ImportError:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        major, minor = (str(v) for v in cuda.Device(0).compute_capability())
+    return trt.__version__, f"{major}.{minor}"

@@ -1,0 +1,1 @@
+"""Engine store: versioned model directories, their manifests, and the active-version state."""

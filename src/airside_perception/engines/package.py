@@ -1,0 +1,69 @@
+"""Turns a model file into a version directory: copy, checksum, I/O listing, manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Dict, Mapping, Optional
+
+from airside_perception import classes
+from airside_perception.engines.manifest import Manifest, TensorSpec, sha256_of, write_manifest
+from airside_perception.errors import ManifestError
+from airside_perception.ops.bev import BevSpec
+
+DEFAULT_POSTPROCESSING: Dict[str, Dict[str, Any]] = {
+    "segmentation": {},
+    "detection": {"stride": 2, "score_threshold": 0.3, "max_detections": 200, "nms_iou": 0.2},
+    "occupancy": {"threshold": 0.5, "grid_half_extent_m": 40.0},
+}
+#: How closely a candidate must agree with the serving engine on golden inputs before a swap.
+DEFAULT_VALIDATION: Dict[str, Dict[str, Any]] = {
+    "segmentation": {"min_label_agreement": 0.85},
+    "detection": {"min_heatmap_agreement": 0.9},
+    "occupancy": {"min_cell_agreement": 0.9},
+}
+CLASS_NAMES = {"segmentation": classes.CLASS_NAMES, "detection": classes.DETECTION_CLASS_NAMES,
+               "occupancy": ("free", "occupied")}
+
+
+def onnx_signature(model_path: str):
+    """Inputs and outputs of an ONNX model as read by ONNX Runtime."""
+    import onnxruntime as ort
+
+    from airside_perception.backends.onnxruntime_backend import _spec_of
+
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    return (tuple(_spec_of(a) for a in sess.get_inputs()), tuple(_spec_of(a) for a in sess.get_outputs()))
+
+
+def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
+                    metrics: Optional[Mapping[str, Any]] = None, bev: BevSpec = BevSpec(),
+                    overwrite: bool = False) -> Manifest:
+    """Creates ``engines_root/task/version/`` with ``model.onnx`` and ``manifest.yaml``."""
+    if task not in CLASS_NAMES:
+        raise ManifestError(f"unknown task '{task}': segmentation, detection or occupancy")
+    target = os.path.join(engines_root, task, version)
+    if os.path.exists(target) and not overwrite:
+        raise ManifestError(f"{target} exists: pick a new version (versions are immutable) or pass --overwrite")
+    os.makedirs(target, exist_ok=True)
+    dest = os.path.join(target, "model.onnx")
+    if os.path.abspath(model_path) != os.path.abspath(dest):
+        shutil.copyfile(model_path, dest)
+    inputs, outputs = onnx_signature(dest)
+    manifest = Manifest(
+        task=task, version=version, model_file="model.onnx", sha256=sha256_of(dest), inputs=inputs,
+        outputs=outputs,
+        preprocessing={"encoder": "pillar_statistics", "half_extent_m": bev.half_extent_m,
+                       "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
+                       "max_pillars": bev.max_pillars},
+        postprocessing=DEFAULT_POSTPROCESSING[task], class_names=tuple(CLASS_NAMES[task]),
+        metrics=dict(metrics or {}), validation=DEFAULT_VALIDATION[task], precision=precision, directory=target)
+    write_manifest(manifest, target)
+    return manifest
+
+
+def tensor_list(specs) -> str:
+    return ", ".join(t.describe() for t in specs)
+
+
+__all__ = ["package_version", "onnx_signature", "TensorSpec"]

@@ -1,0 +1,104 @@
+"""The inference host core: one cloud in, every configured task out, preprocessing shared.
+
+Tasks run concurrently on a thread pool (ONNX Runtime and TensorRT release the GIL while they
+run). Each task's engine sits in a slot that a swap replaces between two frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from airside_perception.errors import AirsideError, ConfigError
+from airside_perception.ops.bev import BevInput, BevSpec, encode
+from airside_perception.pipelines.tasks import TaskEngine, TaskResult
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Every task's result for one cloud, or its error. Times in milliseconds."""
+
+    results: Dict[str, TaskResult]
+    errors: Dict[str, str]
+    preprocess_ms: float
+    total_ms: float
+    n_points: int
+    n_encoded: int
+    overflow_points: int
+    versions: Dict[str, str] = field(default_factory=dict)
+
+
+class EngineSlot:
+    """Holds the serving engine of one task; ``exchange`` swaps it atomically between frames."""
+
+    def __init__(self, engine: TaskEngine):
+        self._engine = engine
+        self._lock = threading.Lock()
+
+    def get(self) -> TaskEngine:
+        with self._lock:
+            return self._engine
+
+    def exchange(self, engine: TaskEngine) -> TaskEngine:
+        """Puts ``engine`` in service and returns the one it replaced (still loaded)."""
+        with self._lock:
+            old, self._engine = self._engine, engine
+        return old
+
+
+class PerceptionHost:
+    """Runs the configured tasks on each cloud; never raises on a task's failure."""
+
+    def __init__(self, engines: Sequence[TaskEngine]):
+        if not engines:
+            raise ConfigError("no task configured: set 'tasks' to one or more of segmentation, detection, occupancy")
+        specs = {e.task: e.bev_spec for e in engines}
+        self.bev_spec: BevSpec = next(iter(specs.values()))
+        for task, spec in specs.items():
+            if spec != self.bev_spec:
+                raise ConfigError(f"engine '{task}' needs preprocessing {spec}, the others {self.bev_spec}: "
+                                  "all hosted engines must share one BEV grid")
+        self.slots: Dict[str, EngineSlot] = {e.task: EngineSlot(e) for e in engines}
+        self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="task")
+
+    @property
+    def tasks(self):
+        return list(self.slots)
+
+    def process(self, points: np.ndarray) -> FrameResult:
+        """points (N, 4) float32 x, y, z, intensity, base_link (NaN rows allowed)."""
+        start = time.perf_counter()
+        bev: BevInput = encode(points, self.bev_spec)
+        pre_ms = (time.perf_counter() - start) * 1e3
+        engines = {task: slot.get() for task, slot in self.slots.items()}
+        futures = {task: self._pool.submit(engine.run, bev) for task, engine in engines.items()}
+        results: Dict[str, TaskResult] = {}
+        errors: Dict[str, str] = {}
+        for task, future in futures.items():
+            try:
+                results[task] = future.result()
+            except AirsideError as exc:
+                errors[task] = str(exc)
+            except Exception as exc:  # an engine bug must not stop the other tasks
+                LOG.exception("task %s failed", task)
+                errors[task] = f"{type(exc).__name__}: {exc}"
+        total_ms = (time.perf_counter() - start) * 1e3
+        return FrameResult(results, errors, pre_ms, total_ms, len(points), len(bev.kept), bev.overflow_points,
+                           {t: e.version for t, e in engines.items()})
+
+    def engine(self, task: str) -> Optional[TaskEngine]:
+        slot = self.slots.get(task)
+        return slot.get() if slot else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for slot in self.slots.values():
+            slot.get().close()

@@ -1,0 +1,116 @@
+"""Task pipelines: one engine each, from the shared BEV input to arrays the nodes publish."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+from airside_perception.backends.base import Backend
+from airside_perception.engines.manifest import Manifest
+from airside_perception.errors import ConfigError, InferenceError
+from airside_perception.ops import segmentation as seg_ops
+from airside_perception.ops.bev import BevInput, BevSpec
+from airside_perception.ops.detection import Boxes, DecodeParams, decode_centerpoint
+from airside_perception.ops.occupancy import OccupancyGrid2D, decode_occupancy
+
+
+def bev_spec_of(manifest: Manifest) -> BevSpec:
+    p = manifest.preprocessing
+    try:
+        return BevSpec(half_extent_m=float(p["half_extent_m"]), resolution_m=float(p["resolution_m"]),
+                       z_min_m=float(p["z_min_m"]), z_max_m=float(p["z_max_m"]), max_pillars=int(p["max_pillars"]))
+    except KeyError as exc:
+        raise ConfigError(f"{manifest.directory}: preprocessing lacks {exc}") from None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What one task made of one cloud. ``confidence`` in 0..1 feeds the simplex decision."""
+
+    task: str
+    version: str
+    confidence: float
+    inference_ms: float
+    postprocess_ms: float
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    boxes: Boxes = field(default_factory=Boxes.empty)
+    grid: Any = None  # OccupancyGrid2D for occupancy
+
+
+def _check_finite(outputs: Mapping[str, np.ndarray], manifest: Manifest) -> None:
+    for name, value in outputs.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise InferenceError(f"{manifest.task} {manifest.version}: output '{name}' has non-finite values")
+
+
+class TaskEngine:
+    """A loaded engine of one task with its manifest's post-processing parameters."""
+
+    def __init__(self, manifest: Manifest, backend: Backend):
+        self.manifest = manifest
+        self.backend = backend
+        self.task = manifest.task
+        self.version = manifest.version
+        self.bev_spec = bev_spec_of(manifest)
+        post = manifest.postprocessing
+        try:
+            if self.task == "detection":
+                self.decode = DecodeParams(float(post["score_threshold"]), int(post["max_detections"]),
+                                           float(post["nms_iou"]), self.bev_spec.half_extent_m,
+                                           self.bev_spec.resolution_m * int(post["stride"]))
+            elif self.task == "occupancy":
+                self.occ_threshold = float(post["threshold"])
+                self.occ_half_extent_m = float(post["grid_half_extent_m"])
+        except KeyError as exc:
+            raise ConfigError(f"{manifest.directory}: postprocessing lacks {exc}") from None
+
+    def feeds(self, bev: BevInput) -> Dict[str, np.ndarray]:
+        if self.task == "segmentation":
+            return {"bev": bev.bev, "point_cells": bev.point_cells, "point_features": bev.point_features}
+        return {"bev": bev.bev}
+
+    def run(self, bev: BevInput) -> TaskResult:
+        """Inference and post-processing of one encoded cloud. Raises ``InferenceError``."""
+        start = time.perf_counter()
+        if self.task == "segmentation" and len(bev.kept) == 0:
+            outputs = {"point_logits": np.zeros((0, len(self.manifest.class_names)), np.float32)}
+        else:
+            outputs = self.backend.infer(self.feeds(bev))
+        _check_finite(outputs, self.manifest)
+        mid = time.perf_counter()
+        result_fields = self._postprocess(outputs, bev)
+        end = time.perf_counter()
+        return TaskResult(self.task, self.version, inference_ms=(mid - start) * 1e3,
+                          postprocess_ms=(end - mid) * 1e3, **result_fields)
+
+    def _postprocess(self, outputs: Mapping[str, np.ndarray], bev: BevInput) -> Dict[str, Any]:
+        if self.task == "segmentation":
+            labels, scores = seg_ops.softmax_max(outputs["point_logits"])
+            all_labels, all_scores = seg_ops.scatter_labels(bev.kept, labels, scores, bev.n_input)
+            confidence = float(scores.mean()) if len(scores) else 1.0
+            return {"labels": all_labels, "scores": all_scores, "confidence": confidence}
+        if self.task == "detection":
+            boxes = decode_centerpoint(outputs["heatmap"], outputs["regression"], self.decode)
+            return {"boxes": boxes, "confidence": _detection_confidence(outputs["heatmap"])}
+        grid: OccupancyGrid2D = decode_occupancy(outputs["occupancy_logits"], self.bev_spec.half_extent_m,
+                                                 self.bev_spec.resolution_m, self.occ_half_extent_m,
+                                                 self.occ_threshold)
+        p = grid.probability
+        return {"grid": grid, "confidence": float(np.maximum(p, 1 - p).mean())}
+
+    def close(self) -> None:
+        self.backend.deactivate()
+
+
+def _detection_confidence(heat_logits: np.ndarray) -> float:
+    """How decided the heatmap is: 1 when every cell is near 0 or 1, 0.5 when all are 0.5."""
+    p = 1.0 / (1.0 + np.exp(-heat_logits))
+    return float(np.maximum(p, 1 - p).mean())
+
+
+def timings_tuple(result: TaskResult) -> Tuple[float, float]:
+    return result.inference_ms, result.postprocess_ms
