@@ -14,7 +14,7 @@ from airside_perception.ops.bev import BevSpec
 DEFAULT_POSTPROCESSING: Dict[str, Dict[str, Any]] = {
     "segmentation": {},
     "detection": {"stride": 2, "score_threshold": 0.3, "max_detections": 200, "nms_iou": 0.2},
-    "occupancy": {"threshold": 0.5, "grid_half_extent_m": 40.0},
+    "occupancy": {"threshold": 0.6, "grid_half_extent_m": 40.0},
 }
 #: How closely a candidate must agree with the serving engine on golden inputs before a swap.
 DEFAULT_VALIDATION: Dict[str, Dict[str, Any]] = {

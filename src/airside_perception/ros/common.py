@@ -1,0 +1,86 @@
+"""Pieces every node shares: configuration from private parameters, logging, diagnostics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import rospkg
+import rospy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from airside_perception import config
+from airside_perception.errors import ConfigError
+from airside_perception.stats import ERROR, OK, WARN, Percentiles
+
+LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+
+
+def package_path(*parts: str) -> str:
+    return os.path.join(rospkg.RosPack().get_path("airside_perception"), *parts)
+
+
+#: Private parameters that launch files set beside the node's YAML.
+LAUNCH_PARAMS = ("budget_file",)
+
+
+def private_config(schema: Mapping[str, config.Key], node: str) -> Dict[str, Any]:
+    """The node's private parameters checked against ``schema`` (loaded from config/*.yaml)."""
+    params = rospy.get_param("~", {})
+    return config.parse(params, schema, f"{node} parameters (config/{node}.yaml)", ignore=LAUNCH_PARAMS)
+
+
+def fail_on_bad_config(node: str, exc: ConfigError) -> None:
+    rospy.logfatal(f"{node}: configuration error: {exc}")
+    rospy.signal_shutdown(f"configuration error: {exc}")
+    raise SystemExit(2)
+
+
+class _RosoutHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = self.format(record)
+        if record.levelno >= logging.ERROR:
+            rospy.logerr(msg)
+        elif record.levelno >= logging.WARNING:
+            rospy.logwarn(msg)
+        elif record.levelno >= logging.INFO:
+            rospy.loginfo(msg)
+        else:
+            rospy.logdebug(msg)
+
+
+def forward_core_logging() -> None:
+    """Sends the core's ``logging`` records to rosout."""
+    logger = logging.getLogger("airside_perception")
+    if not any(isinstance(h, _RosoutHandler) for h in logger.handlers):
+        handler = _RosoutHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def status(name: str, level: int, message: str, values: Optional[Mapping[str, Any]] = None,
+           hardware_id: str = "airside_perception") -> DiagnosticStatus:
+    return DiagnosticStatus(level=LEVELS.get(level, level), name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(str(k), str(v)) for k, v in (values or {}).items()])
+
+
+def percentile_values(prefix: str, p: Optional[Percentiles]) -> Dict[str, str]:
+    if p is None:
+        return {f"{prefix} P50 (ms)": "n/a", f"{prefix} P99 (ms)": "n/a"}
+    return {f"{prefix} P50 (ms)": f"{p.p50:.2f}", f"{prefix} P99 (ms)": f"{p.p99:.2f}",
+            f"{prefix} max (ms)": f"{p.max:.2f}"}
+
+
+def diagnostics_msg(statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = rospy.Time.now()
+    msg.status = list(statuses)
+    return msg
+
+
+def ros_home_file(*parts: str) -> str:
+    home = os.environ.get("ROS_HOME", os.path.join(os.path.expanduser("~"), ".ros"))
+    return os.path.join(home, *parts)

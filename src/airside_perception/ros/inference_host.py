@@ -1,0 +1,257 @@
+"""Inference host node: clouds in, segmentation / detections / occupancy out, every cycle.
+
+The subscriber callback only hands the message to a latest-only slot; one worker thread
+converts, runs the hosted tasks concurrently, publishes, and reports on ``/diagnostics``.
+Nothing a cloud contains can stop the worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import rospy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+from rospy.numpy_msg import numpy_msg
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from airside_perception import classes, config, node_configs
+from airside_perception.engines import store
+from airside_perception.engines.active import ActiveVersions
+from airside_perception.errors import AirsideError, ConfigError
+from airside_perception.msg import Detection3DArray, SemanticPointCloud
+from airside_perception.pipelines.host import FrameResult, PerceptionHost
+from airside_perception.pipelines.tasks import TaskEngine
+from airside_perception.ros import common, convert, markers, messages
+from airside_perception.slot import LatestSlot
+from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
+
+NODE = "inference_host"
+INPUT_TOPIC = "/airside_av/lidar/aggregated"
+CLOUD_BUFFER_BYTES = 1 << 25  # 32 MiB: a 300k-point cloud with extra fields fits whole
+
+
+class InferenceHostNode:
+    def __init__(self):
+        common.forward_core_logging()
+        try:
+            self.cfg = common.private_config(node_configs.INFERENCE_HOST, NODE)
+            self.budget = config.load_budget(rospy.get_param("~budget_file", common.package_path("config",
+                                                                                                "budget.yaml")))
+        except ConfigError as exc:
+            common.fail_on_bad_config(NODE, exc)
+        self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
+        self.active = ActiveVersions(self.cfg["state_file"] or common.ros_home_file(
+            "airside_perception", "active_engines.yaml"), self.cfg["versions"])
+        self.host = PerceptionHost([self._open(task) for task in self.cfg["tasks"]])
+        self.times = StageTimes(self.cfg["stats_window"])
+        self.slot = LatestSlot()
+        self.counts: Dict[str, int] = {"processed": 0, "rejected": 0, "stale": 0, "worker_errors": 0,
+                                       "overflow_frames": 0, "overflow_points": 0}
+        self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
+        self.last_error: Dict[str, str] = {}
+        self.arrivals = []
+        self.lock = threading.Lock()
+        self._pubs()
+        self._running = True
+        self.worker = threading.Thread(target=self._work, name="inference_worker", daemon=True)
+        self.worker.start()
+        self.sub = rospy.Subscriber(INPUT_TOPIC, PointCloud2, self._on_cloud, queue_size=1,
+                                    buff_size=CLOUD_BUFFER_BYTES, tcp_nodelay=True)
+        self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
+        rospy.on_shutdown(self.close)
+        rospy.loginfo(f"{NODE}: serving {', '.join(f'{t} {self.host.engine(t).version}' for t in self.host.tasks)}"
+                      f" from {self.engines_root}")
+
+    # ------------------------------------------------------------------ set-up
+    def _open(self, task: str) -> TaskEngine:
+        version = self.active.version(task)
+        try:
+            manifest = store.load_version(self.engines_root, task, version)
+            return store.open_engine(manifest, self.cfg["backend"], self.cfg["intra_op_threads"])
+        except AirsideError as exc:
+            fallback = self.cfg["versions"].get(task)
+            if fallback and fallback != version:
+                rospy.logerr(f"{NODE}: {task} {version} cannot be loaded ({exc}); starting with {fallback}")
+                manifest = store.load_version(self.engines_root, task, fallback)
+                return store.open_engine(manifest, self.cfg["backend"], self.cfg["intra_op_threads"])
+            raise
+
+    def _pubs(self) -> None:
+        tasks = self.host.tasks
+        self.pub_seg = rospy.Publisher("/perception/segmentation", numpy_msg(SemanticPointCloud), queue_size=2) \
+            if "segmentation" in tasks else None
+        self.pub_det = rospy.Publisher("/perception/detections", Detection3DArray, queue_size=2) \
+            if "detection" in tasks else None
+        self.pub_occ = rospy.Publisher("/perception/occupancy", numpy_msg(OccupancyGrid), queue_size=2) \
+            if "occupancy" in tasks else None
+        self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2) \
+            if self.cfg["publish_markers"] and "detection" in tasks else None
+        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
+
+    # ------------------------------------------------------------------ input
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.slot.put((msg, rospy.Time.now()))
+
+    def _work(self) -> None:
+        while self._running and not rospy.is_shutdown():
+            item = self.slot.take(timeout_s=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as exc:  # keep serving whatever happens; report it
+                self.counts["worker_errors"] += 1
+                self.last_error["worker"] = f"{type(exc).__name__}: {exc}"
+                rospy.logerr_throttle(5.0, f"{NODE}: frame failed: {type(exc).__name__}: {exc}")
+
+    def _process(self, msg: PointCloud2, arrival: rospy.Time) -> None:
+        age_ms = (arrival - msg.header.stamp).to_sec() * 1e3
+        self.times.add("input_age", age_ms)
+        with self.lock:
+            self.arrivals.append(time.monotonic())
+        if age_ms > self.cfg["max_input_age_ms"]:
+            self.counts["stale"] += 1
+            self.last_error["input"] = (f"cloud stamped {age_ms:.0f} ms before arrival (max_input_age_ms "
+                                        f"{self.cfg['max_input_age_ms']:.0f}): check the driver's clock, or play "
+                                        "bags with --clock and use_sim_time")
+            return
+        try:
+            cloud = convert.cloud_from_msg(msg, self.cfg["max_points"])
+        except AirsideError as exc:
+            self.counts["rejected"] += 1
+            self.last_error["input"] = f"cloud rejected: {exc}"
+            rospy.logwarn_throttle(5.0, f"{NODE}: cloud rejected: {exc}")
+            return
+        frame = self.host.process(cloud.points)
+        self._publish(msg.header, frame)
+        self._record(msg.header, frame)
+
+    # ------------------------------------------------------------------ output
+    def _latency_ms(self, header: Header) -> float:
+        return (rospy.Time.now() - header.stamp).to_sec() * 1e3
+
+    def _publish(self, in_header: Header, frame: FrameResult) -> None:
+        header = Header(stamp=in_header.stamp, frame_id=in_header.frame_id)
+        seg = frame.results.get("segmentation")
+        if seg is not None and self.pub_seg:
+            names = self.host.engine("segmentation").manifest.class_names
+            self.pub_seg.publish(messages.semantic_msg(header, seg.labels, seg.scores, names, seg.version,
+                                                       self._latency_ms(header)))
+        det = frame.results.get("detection")
+        if det is not None and self.pub_det:
+            names = classes.DETECTION_CLASS_NAMES
+            b = det.boxes
+            self.pub_det.publish(messages.detections_msg(header, "advanced", det.version, b.boxes, b.labels,
+                                                         b.scores, names, self._latency_ms(header)))
+            if self.pub_markers:
+                self.pub_markers.publish(markers.box_markers(header, "advanced", b.boxes,
+                                                             [names[i] for i in b.labels], b.scores))
+        occ = frame.results.get("occupancy")
+        if occ is not None and self.pub_occ:
+            g = occ.grid
+            self.pub_occ.publish(messages.occupancy_msg(header, g.cells, g.resolution_m, g.origin_x_m,
+                                                        g.origin_y_m))
+        self.times.add("end_to_end", self._latency_ms(header))
+
+    def _record(self, header: Header, frame: FrameResult) -> None:
+        self.counts["processed"] += 1
+        if frame.overflow_points:
+            self.counts["overflow_frames"] += 1
+            self.counts["overflow_points"] += frame.overflow_points
+        self.times.add("preprocessing", frame.preprocess_ms)
+        self.times.add("frame", frame.total_ms)
+        for task, result in frame.results.items():
+            self.times.add(f"{task}/inference", result.inference_ms)
+            self.times.add(f"{task}/postprocess", result.postprocess_ms)
+            self.times.add(task, result.inference_ms + result.postprocess_ms)
+        for task, error in frame.errors.items():
+            self.task_errors[task] += 1
+            self.last_error[task] = error
+            rospy.logerr_throttle(5.0, f"{NODE}: {task}: {error}")
+
+    # ------------------------------------------------------------------ diagnostics
+    def _on_diag_timer(self, _event) -> None:
+        try:
+            self.pub_diag.publish(common.diagnostics_msg(self.diagnostics()))
+        except Exception as exc:  # diagnostics must never take the node down
+            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+
+    def _rate_hz(self) -> float:
+        now = time.monotonic()
+        with self.lock:
+            self.arrivals = [t for t in self.arrivals if now - t < 5.0]
+            n = len(self.arrivals)
+        return n / 5.0
+
+    def diagnostics(self):
+        b = self.budget
+        out = []
+        rate = self._rate_hz()
+        input_level = OK if rate > 0 else WARN
+        if self.counts["rejected"] or self.counts["stale"]:
+            input_level = max(input_level, WARN)
+        values = {"rate (Hz)": f"{rate:.1f}", "received": self.slot.received, "dropped (not processed in time)":
+                  self.slot.dropped, **{k: v for k, v in self.counts.items()}}
+        values.update(common.percentile_values("age on arrival", self.times.percentiles("input_age")))
+        if "input" in self.last_error:
+            values["last problem"] = self.last_error["input"]
+        message = "no input" if rate == 0 else f"{rate:.1f} Hz"
+        out.append(common.status(f"{NODE}: input", input_level, message, values))
+        pre = self.times.percentiles("preprocessing")
+        level = budget_level(pre.p99 if pre else float("nan"), b.stage("preprocessing"), b.warn_factor,
+                             b.error_factor)
+        out.append(common.status(f"{NODE}: preprocessing", level, _budget_message(pre, b.stage("preprocessing")),
+                                 {**common.percentile_values("preprocessing", pre),
+                                  "budget (ms)": b.stage("preprocessing")}))
+        for task in self.host.tasks:
+            out.append(self._task_status(task))
+        e2e = self.times.percentiles("end_to_end")
+        level = budget_level(e2e.p99 if e2e else float("nan"), b.cycle_ms, b.warn_factor, b.error_factor)
+        out.append(common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
+                                 {**common.percentile_values("stamp to publish", e2e), "budget (ms)": b.cycle_ms}))
+        return out
+
+    def _task_status(self, task: str):
+        b = self.budget
+        engine = self.host.engine(task)
+        total = self.times.percentiles(task)
+        level = budget_level(total.p99 if total else float("nan"), b.stage(task), b.warn_factor, b.error_factor)
+        values = {"version": engine.version, "backend": engine.backend.name, "errors": self.task_errors[task],
+                  "budget (ms)": b.stage(task)}
+        for stage in ("inference", "postprocess"):
+            values.update(common.percentile_values(stage, self.times.percentiles(f"{task}/{stage}")))
+        values.update(common.percentile_values("total", total))
+        message = _budget_message(total, b.stage(task))
+        if task in self.last_error:
+            values["last error"] = self.last_error[task]
+        if self.task_errors[task]:
+            level, message = ERROR, f"{self.task_errors[task]} failed frames; last: {self.last_error[task]}"
+        return common.status(f"{NODE}: {task}", level, message, values)
+
+    def close(self) -> None:
+        self._running = False
+        self.slot.close()
+        if self.worker.is_alive() and threading.current_thread() is not self.worker:
+            self.worker.join(timeout=2.0)
+        self.host.close()
+
+
+def _budget_message(p, budget_ms: float) -> str:
+    if p is None:
+        return "no frames yet"
+    return f"P99 {p.p99:.1f} ms of {budget_ms:.0f} ms"
+
+
+def main(argv: Optional[list] = None) -> None:
+    rospy.init_node(NODE)
+    InferenceHostNode()
+    rospy.spin()
+
+
+__all__ = ["InferenceHostNode", "main", "WARN", "np"]

@@ -1,0 +1,59 @@
+"""Rolling latency statistics and budget levels, for diagnostics and benchmarks."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Deque, Dict, Iterable, Optional
+
+import numpy as np
+
+OK, WARN, ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    p50: float
+    p99: float
+    max: float
+
+    @staticmethod
+    def of(values: Iterable[float]) -> "Percentiles":
+        v = np.asarray(list(values), float)
+        if len(v) == 0:
+            return Percentiles(0, float("nan"), float("nan"), float("nan"))
+        return Percentiles(len(v), float(np.percentile(v, 50)), float(np.percentile(v, 99)), float(v.max()))
+
+    def line(self, unit: str = "ms") -> str:
+        return f"P50 {self.p50:.1f} {unit}  P99 {self.p99:.1f} {unit}  max {self.max:.1f} {unit}  (n={self.count})"
+
+
+def budget_level(p99_ms: float, budget_ms: float, warn_factor: float, error_factor: float) -> int:
+    """OK within ``budget x warn_factor``, ERROR beyond ``budget x error_factor``, WARN between."""
+    if np.isnan(p99_ms) or p99_ms <= budget_ms * warn_factor:
+        return OK
+    return ERROR if p99_ms > budget_ms * error_factor else WARN
+
+
+class StageTimes:
+    """Thread-safe rolling windows of stage latencies, milliseconds."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self._values: Dict[str, Deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, value_ms: float) -> None:
+        with self._lock:
+            self._values.setdefault(stage, collections.deque(maxlen=self.window)).append(value_ms)
+
+    def percentiles(self, stage: str) -> Optional[Percentiles]:
+        with self._lock:
+            values = list(self._values.get(stage, ()))
+        return Percentiles.of(values) if values else None
+
+    def stages(self):
+        with self._lock:
+            return list(self._values)
