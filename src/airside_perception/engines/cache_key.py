@@ -77,7 +77,8 @@ def mismatch_reason(key: Optional[EngineKey], model_sha256: str, tensorrt_versio
         return (f"built from model {key.model_sha256[:12]}, the manifest's model is {model_sha256[:12]}: "
                 "rebuild the engine from this version's model")
     if key.tensorrt_version != tensorrt_version:
-        return f"built with TensorRT {key.tensorrt_version}, this vehicle runs {tensorrt_version}: rebuild on the vehicle"
+        return (f"built with TensorRT {key.tensorrt_version}, this vehicle runs {tensorrt_version}: "
+                "rebuild on the vehicle")
     if key.compute_capability != compute_capability:
         return (f"built for compute capability {key.compute_capability}, this GPU is {compute_capability}: "
                 "rebuild on this GPU")

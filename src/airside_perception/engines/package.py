@@ -37,9 +37,10 @@ def onnx_signature(model_path: str):
 
 
 def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
-                    metrics: Optional[Mapping[str, Any]] = None, bev: BevSpec = BevSpec(),
+                    metrics: Optional[Mapping[str, Any]] = None, bev: Optional[BevSpec] = None,
                     overwrite: bool = False) -> Manifest:
     """Creates ``engines_root/task/version/`` with ``model.onnx`` and ``manifest.yaml``."""
+    bev = bev or BevSpec()
     if task not in CLASS_NAMES:
         raise ManifestError(f"unknown task '{task}': segmentation, detection or occupancy")
     target = os.path.join(engines_root, task, version)
