@@ -122,7 +122,8 @@ class MalformedClouds(unittest.TestCase):
         pts[::10, :3] = np.nan
         labels = self.assert_processed(cloud(pts, XYZI), len(pts))
         self.assertTrue((labels[::10] == 255).all())
-        in_range = np.isfinite(pts[:, 0]) & (np.abs(pts[:, 0]) < 51.2) & (np.abs(pts[:, 1]) < 51.2)
+        in_range = (np.isfinite(pts[:, 0]) & (np.abs(pts[:, 0]) < 51.2) & (np.abs(pts[:, 1]) < 51.2)
+                    & (pts[:, 2] >= -3.0) & (pts[:, 2] < 13.0))
         self.assertTrue((labels[in_range] != 255).all(), "finite points in range must be labelled")
 
     def test_empty_cloud(self):
