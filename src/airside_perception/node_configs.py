@@ -18,3 +18,44 @@ INFERENCE_HOST = {
     "backend": Key(str, "engine backend", choices=("auto", "onnxruntime", "tensorrt")),
     "state_file": Key(str, "file of active versions; empty for the default under ROS_HOME"),
 }
+
+BASELINE = {
+    "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
+    "max_processing_time_ms": Key(float, "P99 budget of one cloud", lo=1.0, hi=1000.0),
+    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
+    "stats_window": Key(int, "frames in rolling statistics", lo=10, hi=100_000),
+    "ground": Key(dict, "ground fit"),
+    "clusters": Key(dict, "obstacle clustering"),
+    "occupancy": Key(dict, "occupancy grid"),
+}
+BASELINE_GROUND = {
+    "half_extent_m": Key(float, "classified square, metres", lo=10.0, hi=300.0),
+    "seed_cell_m": Key(float, "cell of the lowest-point seeds", lo=0.5, hi=20.0),
+    "seed_band_m": Key(float, "seed band above the cell minimum", lo=0.01, hi=1.0),
+    "ransac_iterations": Key(int, "RANSAC hypotheses", lo=1, hi=10_000),
+    "ransac_tolerance_m": Key(float, "RANSAC inlier distance", lo=0.01, hi=2.0),
+    "local_cell_m": Key(float, "local plane patch", lo=1.0, hi=50.0),
+    "ground_tolerance_m": Key(float, "ground if within this of the local plane", lo=0.01, hi=1.0),
+    "max_slope": Key(float, "steepest accepted plane (rise over run)", lo=0.0, hi=1.0),
+}
+BASELINE_CLUSTERS = {
+    "cell_m": Key(float, "BEV cell of the connected components", lo=0.05, hi=2.0),
+    "half_extent_m": Key(float, "clustered square, metres", lo=5.0, hi=200.0),
+    "min_height_m": Key(float, "lowest obstacle return above the apron", lo=0.0, hi=2.0),
+    "max_height_m": Key(float, "highest obstacle return above the apron", lo=0.5, hi=20.0),
+    "min_points": Key(int, "smallest cluster", lo=1, hi=1000),
+}
+BASELINE_OCCUPANCY = {
+    "resolution_m": Key(float, "cell size", lo=0.05, hi=5.0),
+    "half_extent_m": Key(float, "grid half size", lo=5.0, hi=200.0),
+}
+
+SIMPLEX = {
+    "deadline_ms": Key(float, "advanced outputs later than stamp + this lose the cycle", lo=10.0, hi=1000.0),
+    "min_confidence": Key(float, "lowest accepted advanced confidence", lo=0.0, hi=1.0),
+    "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),
+    "host_timeout_ms": Key(float, "silence after which the inference host counts as dead", lo=50.0, hi=60_000.0),
+    "near_field_m": Key(float, "radius of the baseline safety net", lo=0.0, hi=200.0),
+    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
+    "stats_window": Key(int, "cycles in rolling statistics", lo=10, hi=100_000),
+}

@@ -7,13 +7,10 @@ Nothing a cloud contains can stop the worker.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Dict, Optional
 
-import numpy as np
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import PointCloud2
@@ -21,19 +18,18 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from airside_perception import classes, config, node_configs
+from airside_perception.cloud import CloudArray
 from airside_perception.engines import store
 from airside_perception.engines.active import ActiveVersions
 from airside_perception.errors import AirsideError, ConfigError
-from airside_perception.msg import Detection3DArray, SemanticPointCloud
+from airside_perception.msg import Detection3DArray, InferenceStatus, SemanticPointCloud
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
-from airside_perception.ros import common, convert, markers, messages
-from airside_perception.slot import LatestSlot
-from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
+from airside_perception.ros import common, markers, messages
+from airside_perception.ros.cloud_worker import CloudWorker
+from airside_perception.stats import ERROR, StageTimes, budget_level
 
 NODE = "inference_host"
-INPUT_TOPIC = "/airside_av/lidar/aggregated"
-CLOUD_BUFFER_BYTES = 1 << 25  # 32 MiB: a 300k-point cloud with extra fields fits whole
 
 
 class InferenceHostNode:
@@ -50,19 +46,12 @@ class InferenceHostNode:
             "airside_perception", "active_engines.yaml"), self.cfg["versions"])
         self.host = PerceptionHost([self._open(task) for task in self.cfg["tasks"]])
         self.times = StageTimes(self.cfg["stats_window"])
-        self.slot = LatestSlot()
-        self.counts: Dict[str, int] = {"processed": 0, "rejected": 0, "stale": 0, "worker_errors": 0,
-                                       "overflow_frames": 0, "overflow_points": 0}
+        self.counts: Dict[str, int] = {"overflow_frames": 0, "overflow_points": 0}
         self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
         self.last_error: Dict[str, str] = {}
-        self.arrivals = []
-        self.lock = threading.Lock()
         self._pubs()
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name="inference_worker", daemon=True)
-        self.worker.start()
-        self.sub = rospy.Subscriber(INPUT_TOPIC, PointCloud2, self._on_cloud, queue_size=1,
-                                    buff_size=CLOUD_BUFFER_BYTES, tcp_nodelay=True)
+        self.worker = CloudWorker(NODE, self._process, self.cfg["max_points"], self.cfg["max_input_age_ms"],
+                                  self.times)
         self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
         rospy.on_shutdown(self.close)
         rospy.loginfo(f"{NODE}: serving {', '.join(f'{t} {self.host.engine(t).version}' for t in self.host.tasks)}"
@@ -93,44 +82,13 @@ class InferenceHostNode:
         self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2) \
             if self.cfg["publish_markers"] and "detection" in tasks else None
         self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
+        self.pub_status = rospy.Publisher("/inference_host/status", InferenceStatus, queue_size=5)
 
     # ------------------------------------------------------------------ input
-    def _on_cloud(self, msg: PointCloud2) -> None:
-        self.slot.put((msg, rospy.Time.now()))
-
-    def _work(self) -> None:
-        while self._running and not rospy.is_shutdown():
-            item = self.slot.take(timeout_s=0.5)
-            if item is None:
-                continue
-            try:
-                self._process(*item)
-            except Exception as exc:  # keep serving whatever happens; report it
-                self.counts["worker_errors"] += 1
-                self.last_error["worker"] = f"{type(exc).__name__}: {exc}"
-                rospy.logerr_throttle(5.0, f"{NODE}: frame failed: {type(exc).__name__}: {exc}")
-
-    def _process(self, msg: PointCloud2, arrival: rospy.Time) -> None:
-        age_ms = (arrival - msg.header.stamp).to_sec() * 1e3
-        self.times.add("input_age", age_ms)
-        with self.lock:
-            self.arrivals.append(time.monotonic())
-        if age_ms > self.cfg["max_input_age_ms"]:
-            self.counts["stale"] += 1
-            self.last_error["input"] = (f"cloud stamped {age_ms:.0f} ms before arrival (max_input_age_ms "
-                                        f"{self.cfg['max_input_age_ms']:.0f}): check the driver's clock, or play "
-                                        "bags with --clock and use_sim_time")
-            return
-        try:
-            cloud = convert.cloud_from_msg(msg, self.cfg["max_points"])
-        except AirsideError as exc:
-            self.counts["rejected"] += 1
-            self.last_error["input"] = f"cloud rejected: {exc}"
-            rospy.logwarn_throttle(5.0, f"{NODE}: cloud rejected: {exc}")
-            return
+    def _process(self, msg: PointCloud2, cloud: CloudArray) -> None:
         frame = self.host.process(cloud.points)
         self._publish(msg.header, frame)
-        self._record(msg.header, frame)
+        self._record(frame)
 
     # ------------------------------------------------------------------ output
     def _latency_ms(self, header: Header) -> float:
@@ -157,10 +115,15 @@ class InferenceHostNode:
             g = occ.grid
             self.pub_occ.publish(messages.occupancy_msg(header, g.cells, g.resolution_m, g.origin_x_m,
                                                         g.origin_y_m))
-        self.times.add("end_to_end", self._latency_ms(header))
+        latency_ms = self._latency_ms(header)
+        self.times.add("end_to_end", latency_ms)
+        tasks = self.host.tasks
+        self.pub_status.publish(InferenceStatus(
+            header=header, tasks=tasks, versions=[frame.versions.get(t, "") for t in tasks],
+            confidences=[frame.results[t].confidence if t in frame.results else 0.0 for t in tasks],
+            errors=[frame.errors.get(t, "") for t in tasks], latency_ms=latency_ms))
 
-    def _record(self, header: Header, frame: FrameResult) -> None:
-        self.counts["processed"] += 1
+    def _record(self, frame: FrameResult) -> None:
         if frame.overflow_points:
             self.counts["overflow_frames"] += 1
             self.counts["overflow_points"] += frame.overflow_points
@@ -182,27 +145,10 @@ class InferenceHostNode:
         except Exception as exc:  # diagnostics must never take the node down
             rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
 
-    def _rate_hz(self) -> float:
-        now = time.monotonic()
-        with self.lock:
-            self.arrivals = [t for t in self.arrivals if now - t < 5.0]
-            n = len(self.arrivals)
-        return n / 5.0
-
     def diagnostics(self):
         b = self.budget
-        out = []
-        rate = self._rate_hz()
-        input_level = OK if rate > 0 else WARN
-        if self.counts["rejected"] or self.counts["stale"]:
-            input_level = max(input_level, WARN)
-        values = {"rate (Hz)": f"{rate:.1f}", "received": self.slot.received, "dropped (not processed in time)":
-                  self.slot.dropped, **{k: v for k, v in self.counts.items()}}
-        values.update(common.percentile_values("age on arrival", self.times.percentiles("input_age")))
-        if "input" in self.last_error:
-            values["last problem"] = self.last_error["input"]
-        message = "no input" if rate == 0 else f"{rate:.1f} Hz"
-        out.append(common.status(f"{NODE}: input", input_level, message, values))
+        out = [self.worker.input_status()]
+        out[0].values.extend(KeyValue(f"pillar capacity {k}", str(v)) for k, v in self.counts.items())
         pre = self.times.percentiles("preprocessing")
         level = budget_level(pre.p99 if pre else float("nan"), b.stage("preprocessing"), b.warn_factor,
                              b.error_factor)
@@ -235,10 +181,7 @@ class InferenceHostNode:
         return common.status(f"{NODE}: {task}", level, message, values)
 
     def close(self) -> None:
-        self._running = False
-        self.slot.close()
-        if self.worker.is_alive() and threading.current_thread() is not self.worker:
-            self.worker.join(timeout=2.0)
+        self.worker.close()
         self.host.close()
 
 
@@ -254,4 +197,3 @@ def main(argv: Optional[list] = None) -> None:
     rospy.spin()
 
 
-__all__ = ["InferenceHostNode", "main", "WARN", "np"]

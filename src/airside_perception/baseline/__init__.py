@@ -1,0 +1,1 @@
+"""Classical baseline: RANSAC ground, clustering, occupancy (CPU only, no learning)."""

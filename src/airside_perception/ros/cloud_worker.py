@@ -1,0 +1,107 @@
+"""Latest-only cloud intake shared by the nodes that eat clouds.
+
+The subscriber callback only stores the message; one worker thread takes the newest, checks
+its age, converts it, and calls the node's ``process``. Anything ``process`` raises is counted
+and reported, and the worker carries on with the next cloud.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict, List
+
+import rospy
+from sensor_msgs.msg import PointCloud2
+
+from airside_perception.cloud import CloudArray
+from airside_perception.errors import AirsideError
+from airside_perception.ros import common, convert
+from airside_perception.slot import LatestSlot
+from airside_perception.stats import OK, WARN, StageTimes
+
+INPUT_TOPIC = "/airside_av/lidar/aggregated"
+CLOUD_BUFFER_BYTES = 1 << 25  # 32 MiB: a 300k-point cloud with extra fields fits whole
+
+
+class CloudWorker:
+    """Calls ``process(msg, cloud)`` for the newest cloud, on one worker thread."""
+
+    def __init__(self, node: str, process: Callable[[PointCloud2, CloudArray], None], max_points: int,
+                 max_input_age_ms: float, times: StageTimes):
+        self.node = node
+        self.process = process
+        self.max_points = max_points
+        self.max_input_age_ms = max_input_age_ms
+        self.times = times
+        self.slot = LatestSlot()
+        self.counts: Dict[str, int] = {"processed": 0, "rejected": 0, "stale": 0, "worker_errors": 0}
+        self.last_problem = ""
+        self._arrivals: List[float] = []
+        self._lock = threading.Lock()
+        self._running = True
+        self.thread = threading.Thread(target=self._work, name=f"{node}_worker", daemon=True)
+        self.thread.start()
+        self.sub = rospy.Subscriber(INPUT_TOPIC, PointCloud2, self._on_cloud, queue_size=1,
+                                    buff_size=CLOUD_BUFFER_BYTES, tcp_nodelay=True)
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.slot.put((msg, rospy.Time.now()))
+
+    def _work(self) -> None:
+        while self._running and not rospy.is_shutdown():
+            item = self.slot.take(timeout_s=0.5)
+            if item is None:
+                continue
+            try:
+                self._handle(*item)
+            except Exception as exc:  # keep serving whatever happens; report it
+                self.counts["worker_errors"] += 1
+                self.last_problem = f"{type(exc).__name__}: {exc}"
+                rospy.logerr_throttle(5.0, f"{self.node}: frame failed: {self.last_problem}")
+
+    def _handle(self, msg: PointCloud2, arrival: rospy.Time) -> None:
+        age_ms = (arrival - msg.header.stamp).to_sec() * 1e3
+        self.times.add("input_age", age_ms)
+        with self._lock:
+            self._arrivals.append(time.monotonic())
+        if age_ms > self.max_input_age_ms:
+            self.counts["stale"] += 1
+            self.last_problem = (f"cloud stamped {age_ms:.0f} ms before arrival (max_input_age_ms "
+                                 f"{self.max_input_age_ms:.0f}): check the driver's clock, or play bags "
+                                 "with --clock and use_sim_time")
+            return
+        try:
+            cloud = convert.cloud_from_msg(msg, self.max_points)
+        except AirsideError as exc:
+            self.counts["rejected"] += 1
+            self.last_problem = f"cloud rejected: {exc}"
+            rospy.logwarn_throttle(5.0, f"{self.node}: cloud rejected: {exc}")
+            return
+        self.process(msg, cloud)
+        self.counts["processed"] += 1
+
+    def rate_hz(self, window_s: float = 5.0) -> float:
+        now = time.monotonic()
+        with self._lock:
+            self._arrivals = [t for t in self._arrivals if now - t < window_s]
+            return len(self._arrivals) / window_s
+
+    def input_status(self):
+        rate = self.rate_hz()
+        level = OK if rate > 0 else WARN
+        if self.counts["rejected"] or self.counts["stale"] or self.counts["worker_errors"]:
+            level = WARN
+        values = {"rate (Hz)": f"{rate:.1f}", "received": self.slot.received,
+                  "dropped (not processed in time)": self.slot.dropped, **self.counts}
+        values.update(common.percentile_values("age on arrival", self.times.percentiles("input_age")))
+        if self.last_problem:
+            values["last problem"] = self.last_problem
+        return common.status(f"{self.node}: input", level, "no input" if rate == 0 else f"{rate:.1f} Hz", values)
+
+    def close(self) -> None:
+        self._running = False
+        self.slot.close()
+        self.sub.unregister()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(timeout=2.0)

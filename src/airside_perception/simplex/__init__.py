@@ -1,0 +1,1 @@
+"""Simplex decision between the neural (advanced) path and the classical baseline."""

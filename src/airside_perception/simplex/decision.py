@@ -1,0 +1,89 @@
+"""The simplex decision as a pure function: evidence about one cycle in, the choice out.
+
+The advanced path is trusted for a cycle only if its outputs belong to that cloud, arrived by
+the deadline, are confident, come from a healthy engine and a live host. Going back from the
+baseline to the advanced path takes ``recovery_cycles`` good cycles in a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+from airside_perception.errors import ConfigError
+
+ADVANCED = "advanced"
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class SimplexParams:
+    deadline_ms: float = 90.0
+    min_confidence: float = 0.6
+    recovery_cycles: int = 5
+    host_timeout_ms: float = 500.0
+    near_field_m: float = 20.0
+
+    def __post_init__(self):
+        if self.deadline_ms <= 0 or self.host_timeout_ms <= 0:
+            raise ConfigError("deadline_ms and host_timeout_ms must be positive")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"min_confidence {self.min_confidence} must lie in [0, 1]")
+        if self.recovery_cycles < 1:
+            raise ConfigError(f"recovery_cycles {self.recovery_cycles} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the simplex knows about the advanced path for one cloud when it decides.
+
+    has_output: detections and occupancy for this cloud's stamp arrived;
+    on_time: they arrived before the deadline; latency_ms: stamp -> arrival of the later one;
+    confidence: the lower of the tasks' confidences; engine_error: the host reported a failed
+    task for this cloud (text), or ``None``; is_finite: every value finite;
+    host_silence_ms: time since the host was last heard from.
+    """
+
+    has_output: bool
+    on_time: bool
+    latency_ms: float
+    confidence: float
+    engine_error: Optional[str]
+    is_finite: bool
+    host_silence_ms: float
+
+
+@dataclass(frozen=True)
+class SimplexState:
+    active: str = BASELINE
+    good_streak: int = 0
+    switches: int = 0
+
+
+def fault_of(evidence: Evidence, params: SimplexParams) -> Optional[str]:
+    """The reason not to trust the advanced path this cycle, or None."""
+    if evidence.host_silence_ms > params.host_timeout_ms:
+        return "stale"
+    if evidence.engine_error:
+        return "engine_error"
+    if not evidence.has_output or not evidence.on_time:
+        return "deadline_miss"
+    if not evidence.is_finite:
+        return "non_finite_output"
+    if evidence.confidence < params.min_confidence:
+        return "low_confidence"
+    return None
+
+
+def decide(state: SimplexState, evidence: Evidence, params: SimplexParams) -> Tuple[SimplexState, str]:
+    """Next state and the reason for it: ``ok``, a fault, or ``recovering k/N``."""
+    fault = fault_of(evidence, params)
+    if fault is not None:
+        switches = state.switches + (state.active == ADVANCED)
+        return SimplexState(BASELINE, 0, switches), fault
+    if state.active == ADVANCED:
+        return replace(state, good_streak=state.good_streak + 1), "ok"
+    streak = state.good_streak + 1
+    if streak >= params.recovery_cycles:
+        return SimplexState(ADVANCED, streak, state.switches + 1), "ok"
+    return SimplexState(BASELINE, streak, state.switches), f"recovering {streak}/{params.recovery_cycles}"
