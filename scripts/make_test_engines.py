@@ -1,0 +1,61 @@
+"""Builds the engine fixtures of the tests under test/data/engines/ (needs the onnx package).
+
+- detection/nan/: the detection signature, every output NaN (automatic rollback, simplex);
+- detection/bad_shape/: a heatmap of 64 x 64 cells instead of 128 x 128 (refused by a swap).
+Run from the repository root: python scripts/make_test_engines.py
+"""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+from airside_perception.engines.package import package_version  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "test", "data", "engines")
+
+
+def detection_like(path: str, cells: int, fill_nan: bool) -> None:
+    stride = 256 // cells
+    nodes = [helper.make_node("AveragePool", ["bev"], ["pooled"], kernel_shape=[stride, stride],
+                              strides=[stride, stride]),
+             helper.make_node("Slice", ["pooled", "s0", "s5", "ax"], ["first5"]),
+             helper.make_node("Mul", ["first5", "k"], ["heatmap"]),
+             helper.make_node("Mul", ["pooled", "k"], ["regression"])]
+    k = np.array([np.nan if fill_nan else 0.0], np.float32)
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "s0"),
+             numpy_helper.from_array(np.array([5], np.int64), "s5"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax"),
+             numpy_helper.from_array(k, "k")]
+    graph = helper.make_graph(
+        nodes, "fixture", [helper.make_tensor_value_info("bev", TensorProto.FLOAT, [1, 8, 256, 256])],
+        [helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, [1, 5, cells, cells]),
+         helper.make_tensor_value_info("regression", TensorProto.FLOAT, [1, 8, cells, cells])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def main() -> None:
+    if os.path.isdir(ROOT):
+        shutil.rmtree(ROOT)
+    os.makedirs(ROOT)
+    tmp = os.path.join(ROOT, "tmp.onnx")
+    for version, cells, nan in (("nan", 128, True), ("bad_shape", 64, False)):
+        detection_like(tmp, cells, nan)
+        package_version(tmp, "detection", version, ROOT)
+    os.remove(tmp)
+    # The shipped versions, linked in, so that the fixture root is a complete engines root.
+    for task in ("segmentation", "detection", "occupancy"):
+        os.makedirs(os.path.join(ROOT, task), exist_ok=True)
+        os.symlink(os.path.join("..", "..", "..", "..", "engines", task, "1.0.0"), os.path.join(ROOT, task, "1.0.0"))
+    print("fixtures in", os.path.abspath(ROOT))
+
+
+if __name__ == "__main__":
+    main()
