@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+
+from airside_perception.backends.select import create_backend
+from airside_perception.engines import store
+from airside_perception.errors import ConfigError, InferenceError, ModelLoadError
+
+ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
+
+
+@pytest.fixture(scope="module")
+def occupancy():
+    return store.load_version(ENGINES, "occupancy", "1.0.0")
+
+
+def test_onnxruntime_runs_and_checks_inputs(occupancy):
+    with create_backend(occupancy, "onnxruntime") as backend:
+        out = backend.infer({"bev": np.zeros((1, 8, 256, 256), np.float32)})
+        assert out["occupancy_logits"].shape == (1, 4, 256, 256)
+        with pytest.raises(InferenceError, match="is float64, the engine takes float32"):
+            backend.infer({"bev": np.zeros((1, 8, 256, 256))})
+        with pytest.raises(InferenceError, match=r"has shape \[1, 8, 128, 128\]"):
+            backend.infer({"bev": np.zeros((1, 8, 128, 128), np.float32)})
+        with pytest.raises(InferenceError, match="do not match the engine's inputs"):
+            backend.infer({"points": np.zeros(3, np.float32)})
+    with pytest.raises(InferenceError, match="not active"):
+        backend.infer({"bev": np.zeros((1, 8, 256, 256), np.float32)})
+
+
+def test_auto_takes_onnxruntime_without_tensorrt(occupancy):
+    assert create_backend(occupancy, "auto").name == "onnxruntime"
+
+
+def test_tensorrt_requested_without_tensorrt_says_why(occupancy):
+    with pytest.raises(ModelLoadError, match="TensorRT is not importable"):
+        create_backend(occupancy, "tensorrt")
+
+
+def test_unknown_backend(occupancy):
+    with pytest.raises(ConfigError, match="not one of"):
+        create_backend(occupancy, "openvino")
+
+
+def test_a_file_that_is_not_onnx_is_refused(occupancy, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    from airside_perception.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
+        OnnxRuntimeBackend(str(bad), occupancy.inputs, occupancy.outputs).activate()

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from airside_perception import classes
+from airside_perception.baseline.ground import GroundParams, fit_ground
+from airside_perception.baseline.pipeline import BaselineParams, run_baseline
+from airside_perception.sim.world import make_scan
+
+
+def test_ground_follows_a_sloped_apron():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-60, 60, size=(40000, 2))
+    z = 0.01 * xy[:, 0] - 0.008 * xy[:, 1] + rng.normal(0, 0.01, len(xy))
+    box = np.column_stack([rng.uniform(10, 12, 2000), rng.uniform(-1, 1, 2000), rng.uniform(0, 2, 2000)])
+    pts = np.column_stack([np.vstack([np.column_stack([xy, z]), box]), np.zeros(42000)]).astype(np.float32)
+    model = fit_ground(pts, GroundParams())
+    assert model.global_plane[:2] == pytest.approx([0.01, -0.008], abs=2e-3)
+    h = model.height(np.array([50.0], np.float32), np.array([-40.0], np.float32))
+    assert h[0] == pytest.approx(0.5 + 0.32, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def result_and_scan():
+    scan = make_scan(110016)
+    return run_baseline(scan.points, BaselineParams()), scan
+
+
+def test_ground_f1_on_a_busy_apron(result_and_scan):
+    r, scan = result_and_scan
+    m = r.labels != 255
+    truth, pred = scan.labels[m] == classes.GROUND, r.labels[m] == 0
+    tp = (truth & pred).sum()
+    f1 = 2 * tp / (2 * tp + (~truth & pred).sum() + (truth & ~pred).sum())
+    assert f1 > 0.97
+
+
+def test_every_near_person_is_inside_an_obstacle_box(result_and_scan):
+    r, scan = result_and_scan
+    persons = [b for b, lab, n in zip(scan.boxes, scan.box_labels, scan.box_points)
+               if lab == classes.PERSON and n >= 5 and np.hypot(b[0], b[1]) < 20]
+    assert len(persons) >= 3
+    for p in persons:
+        d = r.boxes
+        c, s = np.cos(d[:, 6]), np.sin(d[:, 6])
+        u = c * (p[0] - d[:, 0]) + s * (p[1] - d[:, 1])
+        v = -s * (p[0] - d[:, 0]) + c * (p[1] - d[:, 1])
+        assert ((np.abs(u) <= d[:, 3] / 2 + 0.3) & (np.abs(v) <= d[:, 4] / 2 + 0.3)).any(), p
+
+
+def test_nan_and_empty_input():
+    pts = np.full((100, 4), np.nan, np.float32)
+    r = run_baseline(pts, BaselineParams())
+    assert (r.labels == 255).all() and len(r.boxes) == 0 and r.grid.shape == (200, 200)
