@@ -21,7 +21,8 @@ def test_rotated_iou_known_values():
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_per_class():
-    boxes = np.array([[0, 0, 0, 4, 2, 1, 0], [0.2, 0, 0, 4, 2, 1, 0.05], [0.2, 0, 0, 4, 2, 1, 0], [9, 9, 0, 1, 1, 1, 0]])
+    boxes = np.array([[0, 0, 0, 4, 2, 1, 0], [0.2, 0, 0, 4, 2, 1, 0.05], [0.2, 0, 0, 4, 2, 1, 0],
+                      [9, 9, 0, 1, 1, 1, 0]])
     keep = nms_rotated(boxes, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 0]), 0.3)
     assert keep.tolist() == [0, 2, 3]
 

@@ -9,7 +9,8 @@ GOOD = Evidence(True, True, 50.0, 0.95, None, True, 10.0)
 P = SimplexParams(recovery_cycles=3)
 
 
-def run(evidences, state=SimplexState()):
+def run(evidences):
+    state = SimplexState()
     out = []
     for e in evidences:
         state, reason = decide(state, e, P)
