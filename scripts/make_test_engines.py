@@ -1,7 +1,10 @@
 """Builds the engine fixtures of the tests under test/data/engines/ (needs the onnx package).
 
 - detection/nan/: the detection signature, every output NaN (automatic rollback, simplex);
-- detection/bad_shape/: a heatmap of 64 x 64 cells instead of 128 x 128 (refused by a swap).
+- detection/bad_shape/: a heatmap of 64 x 64 cells instead of 128 x 128 (refused by a swap);
+- detection/nan_sparse/: 1.0.0 plus a numerically unstable branch: equal to 1.0.0 on dense
+  clouds (the golden inputs, so it passes swap validation) and NaN on sparse ones (the
+  compact sample bag): it must be rolled back automatically once it serves.
 Run from the repository root: python scripts/make_test_engines.py
 """
 
@@ -41,6 +44,29 @@ def detection_like(path: str, cells: int, fill_nan: bool) -> None:
     onnx.save(model, path)
 
 
+NAN_BELOW = 3700.0  # sum of the log-count channel: golden clouds ~4500, sample-bag clouds ~2900
+
+
+def nan_on_sparse(src: str, path: str) -> None:
+    model = onnx.load(src)
+    for node in model.graph.node:
+        node.output[:] = ["heatmap_raw" if o == "heatmap" else o for o in node.output]
+    model.graph.node.extend([
+        helper.make_node("Slice", ["bev", "c1", "c2", "ax"], ["log_count"]),
+        helper.make_node("ReduceSum", ["log_count"], ["total"], keepdims=0),
+        helper.make_node("Sub", ["total", "threshold"], ["margin"]),
+        helper.make_node("Sqrt", ["margin"], ["root"]),
+        helper.make_node("Mul", ["root", "zero"], ["nan_or_zero"]),
+        helper.make_node("Add", ["heatmap_raw", "nan_or_zero"], ["heatmap"])])
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array([1], np.int64), "c1"), numpy_helper.from_array(np.array([2], np.int64), "c2"),
+        numpy_helper.from_array(np.array([1], np.int64), "ax"),
+        numpy_helper.from_array(np.array(NAN_BELOW, np.float32), "threshold"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def main() -> None:
     if os.path.isdir(ROOT):
         shutil.rmtree(ROOT)
@@ -48,7 +74,9 @@ def main() -> None:
     tmp = os.path.join(ROOT, "tmp.onnx")
     for version, cells, nan in (("nan", 128, True), ("bad_shape", 64, False)):
         detection_like(tmp, cells, nan)
-        package_version(tmp, "detection", version, ROOT)
+        package_version(tmp, "detection", version, ROOT, with_golden=False)
+    nan_on_sparse(os.path.join(os.path.dirname(__file__), "..", "engines", "detection", "1.0.0", "model.onnx"), tmp)
+    package_version(tmp, "detection", "nan_sparse", ROOT, with_golden=False)
     os.remove(tmp)
     # The shipped versions, linked in, so that the fixture root is a complete engines root.
     for task in ("segmentation", "detection", "occupancy"):

@@ -17,6 +17,22 @@ INFERENCE_HOST = {
     "engines_dir": Key(str, "engines root; empty for the package's engines/"),
     "backend": Key(str, "engine backend", choices=("auto", "onnxruntime", "tensorrt")),
     "state_file": Key(str, "file of active versions; empty for the default under ROS_HOME"),
+    "swap": Key(dict, "engine swap validation and automatic rollback"),
+}
+INFERENCE_HOST_SWAP = {
+    "max_latency_factor": Key(float, "warm P99 of a candidate under budget x this", lo=0.1, hi=100.0),
+    "rollback_window_frames": Key(int, "frames watched after a swap", lo=1, hi=100_000),
+    "rollback_max_failures": Key(int, "bad frames in the window that trigger a rollback", lo=1, hi=100_000),
+    "deadline_factor": Key(float, "a frame slower than budget x this is bad", lo=0.1, hi=100.0),
+    "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
+}
+
+MODEL_MANAGER = {
+    "engines_dir": Key(str, "engines root; empty for the package's engines/"),
+    "host_service_timeout_s": Key(float, "longest wait for the inference host to load and validate", lo=1.0,
+                                  hi=600.0),
+    "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
+    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
 }
 
 BASELINE = {

@@ -18,9 +18,9 @@ DEFAULT_POSTPROCESSING: Dict[str, Dict[str, Any]] = {
 }
 #: How closely a candidate must agree with the serving engine on golden inputs before a swap.
 DEFAULT_VALIDATION: Dict[str, Dict[str, Any]] = {
-    "segmentation": {"min_label_agreement": 0.85},
-    "detection": {"min_heatmap_agreement": 0.9},
-    "occupancy": {"min_cell_agreement": 0.9},
+    "segmentation": {"min_label_agreement": 0.9},
+    "detection": {"min_detection_f1": 0.7},
+    "occupancy": {"min_occupied_iou": 0.7},
 }
 CLASS_NAMES = {"segmentation": classes.CLASS_NAMES, "detection": classes.DETECTION_CLASS_NAMES,
                "occupancy": ("free", "occupied")}
@@ -38,7 +38,7 @@ def onnx_signature(model_path: str):
 
 def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
                     metrics: Optional[Mapping[str, Any]] = None, bev: Optional[BevSpec] = None,
-                    overwrite: bool = False) -> Manifest:
+                    overwrite: bool = False, with_golden: bool = True) -> Manifest:
     """Creates ``engines_root/task/version/`` with ``model.onnx`` and ``manifest.yaml``."""
     bev = bev or BevSpec()
     if task not in CLASS_NAMES:
@@ -51,6 +51,12 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
     if os.path.abspath(model_path) != os.path.abspath(dest):
         shutil.copyfile(model_path, dest)
     inputs, outputs = onnx_signature(dest)
+    from airside_perception.engines import golden
+
+    validation = dict(DEFAULT_VALIDATION[task])
+    if with_golden:
+        golden_path = golden.write_golden(target)
+        validation.update(golden_inputs=golden.GOLDEN_FILE, golden_sha256=sha256_of(golden_path))
     manifest = Manifest(
         task=task, version=version, model_file="model.onnx", sha256=sha256_of(dest), inputs=inputs,
         outputs=outputs,
@@ -58,7 +64,7 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
                        "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
                        "max_pillars": bev.max_pillars},
         postprocessing=DEFAULT_POSTPROCESSING[task], class_names=tuple(CLASS_NAMES[task]),
-        metrics=dict(metrics or {}), validation=DEFAULT_VALIDATION[task], precision=precision, directory=target)
+        metrics=dict(metrics or {}), validation=validation, precision=precision, directory=target)
     write_manifest(manifest, target)
     return manifest
 

@@ -21,12 +21,14 @@ from airside_perception import classes, config, node_configs
 from airside_perception.cloud import CloudArray
 from airside_perception.engines import store
 from airside_perception.engines.active import ActiveVersions
+from airside_perception.engines.swap import SwapController, SwapParams
 from airside_perception.errors import AirsideError, ConfigError
-from airside_perception.msg import Detection3DArray, InferenceStatus, SemanticPointCloud
+from airside_perception.msg import Detection3DArray, InferenceStatus, ModelStatus, ModelStatusArray, SemanticPointCloud
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import CloudWorker
+from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
 from airside_perception.stats import ERROR, StageTimes, budget_level
 
 NODE = "inference_host"
@@ -39,6 +41,8 @@ class InferenceHostNode:
             self.cfg = common.private_config(node_configs.INFERENCE_HOST, NODE)
             self.budget = config.load_budget(rospy.get_param("~budget_file", common.package_path("config",
                                                                                                 "budget.yaml")))
+            swap_cfg = config.parse(self.cfg["swap"], node_configs.INFERENCE_HOST_SWAP, f"{NODE}: swap")
+            swap_params = SwapParams(self.cfg["backend"], self.cfg["intra_op_threads"], **swap_cfg)
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
@@ -50,6 +54,11 @@ class InferenceHostNode:
         self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
         self.last_error: Dict[str, str] = {}
         self._pubs()
+        self.swaps = SwapController(self.host, self.active, self.engines_root, self.budget, swap_params,
+                                    on_change=self._publish_engines)
+        self._publish_engines()
+        self.srv_load = rospy.Service("/inference_host/load_engine", LoadEngine, self._on_load_engine)
+        self.srv_rollback = rospy.Service("/inference_host/rollback_engine", RollbackEngine, self._on_rollback)
         self.worker = CloudWorker(NODE, self._process, self.cfg["max_points"], self.cfg["max_input_age_ms"],
                                   self.times)
         self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
@@ -83,12 +92,33 @@ class InferenceHostNode:
             if self.cfg["publish_markers"] and "detection" in tasks else None
         self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         self.pub_status = rospy.Publisher("/inference_host/status", InferenceStatus, queue_size=5)
+        self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
 
     # ------------------------------------------------------------------ input
     def _process(self, msg: PointCloud2, cloud: CloudArray) -> None:
         frame = self.host.process(cloud.points)
         self._publish(msg.header, frame)
         self._record(frame)
+        for task in self.swaps.record(frame):
+            rospy.logerr(f"{NODE}: {task} rolled back automatically: {self.swaps.tasks[task].message}")
+
+    # ------------------------------------------------------------------ engines
+    def _on_load_engine(self, req) -> LoadEngineResponse:
+        rospy.loginfo(f"{NODE}: swap of {req.task} to {req.version_dir} requested")
+        out = self.swaps.swap(req.task, req.version_dir)
+        (rospy.loginfo if out.success else rospy.logwarn)(f"{NODE}: {out.message}")
+        return LoadEngineResponse(out.success, out.message, out.active_version, out.previous_version, out.load_ms,
+                                  out.validation_ms)
+
+    def _on_rollback(self, req) -> RollbackEngineResponse:
+        out = self.swaps.rollback(req.task, "requested by an operator")
+        (rospy.loginfo if out.success else rospy.logwarn)(f"{NODE}: {out.message}")
+        return RollbackEngineResponse(out.success, out.message, out.active_version)
+
+    def _publish_engines(self) -> None:
+        models = [ModelStatus(task=s.task, active_version=s.active_version, fallback_version=s.fallback_version,
+                              backend=s.backend, state=s.state, message=s.message) for s in self.swaps.status()]
+        self.pub_engines.publish(ModelStatusArray(header=Header(stamp=rospy.Time.now()), models=models))
 
     # ------------------------------------------------------------------ output
     def _latency_ms(self, header: Header) -> float:
@@ -168,8 +198,10 @@ class InferenceHostNode:
         engine = self.host.engine(task)
         total = self.times.percentiles(task)
         level = budget_level(total.p99 if total else float("nan"), b.stage(task), b.warn_factor, b.error_factor)
+        swap = self.swaps.tasks[task]
         values = {"version": engine.version, "backend": engine.backend.name, "errors": self.task_errors[task],
-                  "budget (ms)": b.stage(task)}
+                  "budget (ms)": b.stage(task), "engine state": swap.state, "engine message": swap.message,
+                  "fallback": swap.fallback.version if swap.fallback else ""}
         for stage in ("inference", "postprocess"):
             values.update(common.percentile_values(stage, self.times.percentiles(f"{task}/{stage}")))
         values.update(common.percentile_values("total", total))

@@ -1,0 +1,95 @@
+"""Staging checks of a swap request, before anything is loaded.
+
+The path must resolve (symlinks included) to ``<root>/<task>/<version>`` under the engines
+root; the manifest must parse, name the task, match its checksum and keep the serving
+engine's input/output contract and preprocessing; a TensorRT engine must have been built for
+this GPU and TensorRT version; a gate report may be required beside the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Tuple
+
+from airside_perception.engines import cache_key
+from airside_perception.engines.manifest import TASKS, Manifest, load_manifest, signature_differences
+from airside_perception.errors import ManifestError, SwapError
+
+GATE_REPORT = "gate_report.json"
+
+
+def resolve_version_dir(engines_root: str, task: str, engine_path: str) -> str:
+    """``engine_path`` (a version directory or a file in one) -> its real version directory."""
+    if not task:
+        raise SwapError(f"task is empty: give one of {list(TASKS)}")
+    if task not in TASKS:
+        raise SwapError(f"unknown task '{task}': give one of {list(TASKS)}")
+    if not engine_path:
+        raise SwapError(f"engine_path is empty: give a version directory such as {engines_root}/{task}/<version>")
+    path = engine_path if os.path.isabs(engine_path) else os.path.join(engines_root, engine_path)
+    if not os.path.exists(path):
+        raise SwapError(f"{engine_path} does not exist: copy the version directory to "
+                        f"{engines_root}/{task}/<version> first")
+    real = os.path.realpath(path)
+    if os.path.isfile(real):
+        real = os.path.dirname(real)
+    task_root = os.path.realpath(os.path.join(engines_root, task))
+    if os.path.dirname(real) != task_root:
+        raise SwapError(f"{engine_path} resolves to {real}, which is not a version directory under {task_root}: "
+                        f"engines are only taken from {task_root}/<version>")
+    return real
+
+
+def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, require_gate_report: bool,
+          trt_identity: Optional[Tuple[str, str]] = None) -> Manifest:
+    """The checked manifest of the candidate; ``SwapError`` says what is wrong and how to fix it."""
+    version_dir = resolve_version_dir(engines_root, task, engine_path)
+    try:
+        candidate = load_manifest(version_dir)
+    except ManifestError as exc:
+        raise SwapError(str(exc)) from None
+    if candidate.task != task:
+        raise SwapError(f"{version_dir}/manifest.yaml is for task '{candidate.task}', not '{task}': "
+                        f"ask for task '{candidate.task}' or pick a {task} version")
+    if os.path.realpath(candidate.directory) == os.path.realpath(serving.directory):
+        raise SwapError(f"{task} {candidate.version} is already serving")
+    diffs = signature_differences(serving.inputs, candidate.inputs, "input")
+    diffs += signature_differences(serving.outputs, candidate.outputs, "output")
+    if diffs:
+        raise SwapError(f"{task} {candidate.version} breaks the task's input/output contract: " + "; ".join(diffs)
+                        + ": re-export it with the serving version's signature")
+    if dict(candidate.preprocessing) != dict(serving.preprocessing):
+        raise SwapError(f"{task} {candidate.version} needs preprocessing {dict(candidate.preprocessing)}, the "
+                        f"host runs {dict(serving.preprocessing)}: all hosted engines share one BEV grid")
+    if trt_identity is not None:
+        _check_tensorrt_engine(candidate, *trt_identity)
+    if require_gate_report:
+        _check_gate_report(candidate)
+    return candidate
+
+
+def _check_tensorrt_engine(candidate: Manifest, trt_version: str, capability: str) -> None:
+    engines = [os.path.join(candidate.directory, n) for n in os.listdir(candidate.directory)
+               if n.endswith(cache_key.ENGINE_SUFFIX)]
+    if not engines:
+        raise SwapError(f"{candidate.directory} has no TensorRT engine: run 'engine_tool build' on this vehicle")
+    reasons = [cache_key.mismatch_reason(cache_key.read_sidecar(e), candidate.sha256, trt_version, capability)
+               for e in engines]
+    if all(reasons):
+        raise SwapError(f"no engine in {candidate.directory} fits this vehicle: " + "; ".join(sorted(set(reasons))))
+
+
+def _check_gate_report(candidate: Manifest) -> None:
+    path = os.path.join(candidate.directory, GATE_REPORT)
+    try:
+        with open(path) as fh:
+            report = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SwapError(f"{path}: no readable gate report ({exc}): run 'engine_tool validate' and ship its "
+                        "report beside the manifest") from None
+    if report.get("candidate_sha256") != candidate.sha256:
+        raise SwapError(f"{path} was made for another model file: re-run 'engine_tool validate'")
+    if not report.get("passed"):
+        failed = [g["name"] for g in report.get("gates", []) if not g.get("passed")]
+        raise SwapError(f"{path}: the candidate failed the gates {failed}: it may not drive")

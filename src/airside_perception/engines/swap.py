@@ -1,0 +1,212 @@
+"""Engine swaps inside the serving process: load -> validate -> atomic exchange -> fallback.
+
+A failed swap leaves the serving engine serving; a good one replaces it between two frames
+and the replaced engine stays loaded as the fallback (the previous fallback is released).
+After a swap the new engine is watched: errors, non-finite outputs or deadline misses over a
+window roll it back to the fallback automatically. Every change of the active version is
+persisted atomically.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, List, Optional
+
+from airside_perception.config import Budget
+from airside_perception.engines import golden, staging, store
+from airside_perception.engines.active import ActiveVersions
+from airside_perception.engines.validation import validate_candidate
+from airside_perception.errors import AirsideError, ConfigError, SwapError
+from airside_perception.pipelines.host import FrameResult, PerceptionHost
+from airside_perception.pipelines.tasks import TaskEngine
+
+LOG = logging.getLogger(__name__)
+
+SERVING, LOADING, VALIDATING, ROLLED_BACK, FAILED = "serving", "loading", "validating", "rolled_back", "failed"
+
+
+@dataclass(frozen=True)
+class SwapParams:
+    backend: str
+    intra_op_threads: int
+    max_latency_factor: float  # warm P99 must stay under budget x this
+    rollback_window_frames: int
+    rollback_max_failures: int
+    deadline_factor: float  # a frame slower than budget x this counts as a deadline miss
+    require_gate_report: bool
+
+    def __post_init__(self):
+        if self.rollback_max_failures < 1 or self.rollback_window_frames < self.rollback_max_failures:
+            raise ConfigError("swap.rollback_max_failures must be >= 1 and <= swap.rollback_window_frames")
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    task: str
+    active_version: str
+    fallback_version: str
+    backend: str
+    state: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SwapOutcome:
+    success: bool
+    message: str
+    active_version: str
+    previous_version: str = ""
+    load_ms: float = 0.0
+    validation_ms: float = 0.0
+
+
+class _TaskSwap:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.state = SERVING
+        self.message = ""
+        self.fallback: Optional[TaskEngine] = None
+        self.window: Deque[bool] = collections.deque()
+
+
+class SwapController:
+    """Owns swaps and rollbacks of every engine hosted by ``host``."""
+
+    def __init__(self, host: PerceptionHost, active: ActiveVersions, engines_root: str, budget: Budget,
+                 params: SwapParams, on_change: Optional[Callable[[], None]] = None):
+        self.host = host
+        self.active = active
+        self.engines_root = engines_root
+        self.budget = budget
+        self.params = params
+        self.on_change = on_change or (lambda: None)
+        self.tasks: Dict[str, _TaskSwap] = {t: _TaskSwap() for t in host.tasks}
+        self.rollbacks = 0
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> List[EngineStatus]:
+        out = []
+        for task, ts in self.tasks.items():
+            engine = self.host.engine(task)
+            out.append(EngineStatus(task, engine.version, ts.fallback.version if ts.fallback else "",
+                                    engine.backend.name, ts.state, ts.message))
+        return out
+
+    def _set(self, task: str, state: str, message: str) -> None:
+        ts = self.tasks[task]
+        ts.state, ts.message = state, message
+        self.on_change()
+
+    # ------------------------------------------------------------------ swap
+    def swap(self, task: str, engine_path: str) -> SwapOutcome:
+        """Loads, validates and puts in service ``engine_path``; never raises."""
+        if task not in self.tasks:
+            hosted = ", ".join(self.tasks) or "none"
+            return SwapOutcome(False, f"task '{task}' is not hosted here (hosted: {hosted})", "")
+        ts = self.tasks[task]
+        if not ts.lock.acquire(blocking=False):
+            return SwapOutcome(False, f"busy: a swap or rollback of {task} is running; try again when "
+                               "/model_manager/status shows it serving", self.host.engine(task).version)
+        try:
+            return self._swap_locked(task, engine_path)
+        finally:
+            ts.lock.release()
+
+    def _swap_locked(self, task: str, engine_path: str) -> SwapOutcome:
+        ts = self.tasks[task]
+        serving = self.host.engine(task)
+        try:
+            manifest = staging.stage(self.engines_root, task, engine_path, serving.manifest,
+                                     self.params.require_gate_report)
+        except SwapError as exc:
+            ts.message = f"swap refused: {exc}"
+            self.on_change()
+            return SwapOutcome(False, str(exc), serving.version)
+        self._set(task, LOADING, f"loading {manifest.version}")
+        start = time.perf_counter()
+        try:
+            candidate = store.open_engine(manifest, self.params.backend, self.params.intra_op_threads)
+        except AirsideError as exc:
+            self._set(task, SERVING, f"swap to {manifest.version} refused: {exc}")
+            return SwapOutcome(False, f"{manifest.version} cannot be loaded: {exc}", serving.version)
+        load_ms = (time.perf_counter() - start) * 1e3
+        self._set(task, VALIDATING, f"validating {manifest.version}")
+        start = time.perf_counter()
+        try:
+            clouds = golden.load_golden(serving.manifest)
+            report = validate_candidate(candidate, serving, clouds, self.budget.stage(task),
+                                        self.params.max_latency_factor)
+        except AirsideError as exc:
+            candidate.close()
+            self._set(task, SERVING, f"swap to {manifest.version} refused: {exc}")
+            return SwapOutcome(False, f"validation could not run: {exc}", serving.version, load_ms=load_ms)
+        validation_ms = (time.perf_counter() - start) * 1e3
+        if not report.is_passed:
+            candidate.close()
+            self._set(task, SERVING, f"swap to {manifest.version} refused: {report.message}")
+            return SwapOutcome(False, f"{manifest.version} failed validation: {report.message}", serving.version,
+                               load_ms=load_ms, validation_ms=validation_ms)
+        previous = self.host.slots[task].exchange(candidate)  # between two frames
+        old_fallback, ts.fallback = ts.fallback, previous
+        ts.window.clear()
+        if old_fallback is not None:
+            old_fallback.close()
+        self.active.set(task, manifest.version)
+        self._set(task, SERVING, f"swapped {previous.version} -> {manifest.version}: {report.message}")
+        LOG.info("%s: %s -> %s (%s)", task, previous.version, manifest.version, report.message)
+        return SwapOutcome(True, f"{task} now serves {manifest.version} ({report.message}); "
+                           f"{previous.version} kept as fallback", manifest.version, previous.version, load_ms,
+                           validation_ms)
+
+    # ------------------------------------------------------------------ rollback
+    def rollback(self, task: str, reason: str = "requested") -> SwapOutcome:
+        if task not in self.tasks:
+            return SwapOutcome(False, f"task '{task}' is not hosted here (hosted: {', '.join(self.tasks)})", "")
+        ts = self.tasks[task]
+        if not ts.lock.acquire(blocking=False):
+            return SwapOutcome(False, f"busy: a swap or rollback of {task} is running", self.host.engine(task).version)
+        try:
+            if ts.fallback is None:
+                version = self.host.engine(task).version
+                return SwapOutcome(False, f"{task} has no fallback engine (none since start or the last "
+                                   f"rollback): {version} keeps serving", version)
+            fallback, ts.fallback = ts.fallback, None
+            rolled_out = self.host.slots[task].exchange(fallback)
+            rolled_out.close()  # the engine that was rolled out is released
+            ts.window.clear()
+            self.active.set(task, fallback.version)
+            self.rollbacks += 1
+            self._set(task, ROLLED_BACK, f"rolled back {rolled_out.version} -> {fallback.version}: {reason}")
+            LOG.warning("%s: rolled back %s -> %s: %s", task, rolled_out.version, fallback.version, reason)
+            return SwapOutcome(True, f"{task} rolled back to {fallback.version} ({reason})", fallback.version,
+                               rolled_out.version)
+        finally:
+            ts.lock.release()
+
+    # ------------------------------------------------------------------ monitoring
+    def record(self, frame: FrameResult) -> List[str]:
+        """Watches engines that have a fallback; returns the tasks rolled back automatically."""
+        rolled = []
+        for task, ts in self.tasks.items():
+            if ts.fallback is None:
+                continue
+            result = frame.results.get(task)
+            error = frame.errors.get(task)
+            slow = result is not None and (result.inference_ms + result.postprocess_ms) > \
+                self.budget.stage(task) * self.params.deadline_factor
+            ts.window.append(error is not None or slow)
+            while len(ts.window) > self.params.rollback_window_frames:
+                ts.window.popleft()
+            failures = sum(ts.window)
+            if failures >= self.params.rollback_max_failures:
+                budget_ms = self.budget.stage(task)
+                why = error or f"slower than {self.params.deadline_factor} x its {budget_ms:.0f} ms budget"
+                outcome = self.rollback(task, f"automatic: {failures} bad frames of the last {len(ts.window)} "
+                                              f"(last: {why})")
+                if outcome.success:
+                    rolled.append(task)
+        return rolled

@@ -1,0 +1,178 @@
+"""Model manager node: the OTA operator's entry point for engine swaps and rollbacks.
+
+``/model_manager/swap_engine`` runs the staging checks here (path, manifest, checksum,
+signature, gate report), then asks the inference host to load, validate and swap the engine
+(the engines live in the host's process). ``/model_manager/status`` (latched) mirrors every
+task's active and fallback version, backend, state and last message.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, Optional
+
+import rospy
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Header
+
+from airside_perception import node_configs
+from airside_perception.engines import staging, store
+from airside_perception.engines.manifest import TASKS
+from airside_perception.errors import AirsideError, ConfigError
+from airside_perception.msg import ModelStatus, ModelStatusArray
+from airside_perception.ros import common
+from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
+from airside_perception.stats import ERROR, OK, WARN
+
+NODE = "model_manager"
+HOST_LOAD = "/inference_host/load_engine"
+HOST_ROLLBACK = "/inference_host/rollback_engine"
+
+
+class ModelManagerNode:
+    def __init__(self):
+        common.forward_core_logging()
+        try:
+            self.cfg = common.private_config(node_configs.MODEL_MANAGER, NODE)
+        except ConfigError as exc:
+            common.fail_on_bad_config(NODE, exc)
+        self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
+        self.lock = threading.Lock()
+        self.busy: Dict[str, bool] = {}
+        self.host_models: Dict[str, ModelStatus] = {}
+        self.notes: Dict[str, str] = {}
+        self.counts = {"swaps": 0, "refused": 0, "rollbacks": 0}
+        self.pub_status = rospy.Publisher("/model_manager/status", ModelStatusArray, queue_size=5, latch=True)
+        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
+        self.sub = rospy.Subscriber("/inference_host/engines", ModelStatusArray, self._on_host_engines)
+        self.srv_swap = rospy.Service("/model_manager/swap_engine", SwapEngine, self._on_swap)
+        self.srv_rollback = rospy.Service("/model_manager/rollback_engine", RollbackEngine, self._on_rollback)
+        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
+        rospy.loginfo(f"{NODE}: engines root {self.engines_root}")
+
+    # ------------------------------------------------------------------ status
+    def _on_host_engines(self, msg: ModelStatusArray) -> None:
+        with self.lock:
+            self.host_models = {m.task: m for m in msg.models}
+        self._publish()
+
+    def _publish(self) -> None:
+        with self.lock:
+            models = []
+            for task, m in sorted(self.host_models.items()):
+                note = self.notes.get(task)
+                models.append(ModelStatus(task=m.task, active_version=m.active_version,
+                                          fallback_version=m.fallback_version, backend=m.backend, state=m.state,
+                                          message=note if note else m.message))
+        self.pub_status.publish(ModelStatusArray(header=Header(stamp=rospy.Time.now()), models=models))
+
+    def _note(self, task: str, message: str) -> None:
+        with self.lock:
+            self.notes[task] = message
+        self._publish()
+
+    # ------------------------------------------------------------------ services
+    def _claim(self, task: str) -> bool:
+        with self.lock:
+            if self.busy.get(task):
+                return False
+            self.busy[task] = True
+            return True
+
+    def _release(self, task: str) -> None:
+        with self.lock:
+            self.busy[task] = False
+
+    def _serving(self, task: str) -> Optional[ModelStatus]:
+        with self.lock:
+            return self.host_models.get(task)
+
+    def _on_swap(self, req) -> SwapEngineResponse:
+        task = req.task.strip()
+        if task not in TASKS:
+            return self._refuse(task, f"task '{task}' is {'empty' if not task else 'unknown'}: give one of "
+                                f"{list(TASKS)}", "")
+        serving = self._serving(task)
+        if serving is None:
+            hosted = sorted(self.host_models) or "none (is the inference host running?)"
+            return self._refuse(task, f"task '{task}' is not served by the inference host (served: {hosted})", "")
+        active = serving.active_version
+        if not self._claim(task):
+            return SwapEngineResponse(False, f"busy: a swap or rollback of {task} is running; try again when "
+                                      "/model_manager/status shows it serving", active, "")
+        try:
+            try:
+                current = store.load_version(self.engines_root, task, active)
+                manifest = staging.stage(self.engines_root, task, req.engine_path, current,
+                                         self.cfg["require_gate_report"])
+            except AirsideError as exc:
+                return self._refuse(task, str(exc), active)
+            try:
+                rospy.wait_for_service(HOST_LOAD, timeout=5.0)
+                load = rospy.ServiceProxy(HOST_LOAD, LoadEngine)
+                out = load(task, manifest.directory)
+            except (rospy.ROSException, rospy.ServiceException) as exc:
+                return self._refuse(task, f"the inference host did not answer ({exc}): is it running?", active)
+            if not out.success:
+                return self._refuse(task, out.message, out.active_version)
+            self.counts["swaps"] += 1
+            self._note(task, "")
+            rospy.loginfo(f"{NODE}: {out.message} (load {out.load_ms:.0f} ms, validation {out.validation_ms:.0f} ms)")
+            return SwapEngineResponse(True, out.message, out.active_version, out.previous_version)
+        finally:
+            self._release(task)
+
+    def _refuse(self, task: str, message: str, active: str) -> SwapEngineResponse:
+        self.counts["refused"] += 1
+        rospy.logwarn(f"{NODE}: swap of '{task}' refused: {message}")
+        if task in self.host_models:
+            self._note(task, f"last swap refused: {message}")
+        return SwapEngineResponse(False, message, active, "")
+
+    def _on_rollback(self, req) -> RollbackEngineResponse:
+        task = req.task.strip()
+        serving = self._serving(task)
+        if serving is None:
+            hosted = sorted(self.host_models) or "none"
+            return RollbackEngineResponse(False, f"task '{task}' is not served (served: {hosted})", "")
+        if not self._claim(task):
+            return RollbackEngineResponse(False, f"busy: a swap or rollback of {task} is running",
+                                          serving.active_version)
+        try:
+            rospy.wait_for_service(HOST_ROLLBACK, timeout=5.0)
+            out = rospy.ServiceProxy(HOST_ROLLBACK, RollbackEngine)(task)
+        except (rospy.ROSException, rospy.ServiceException) as exc:
+            return RollbackEngineResponse(False, f"the inference host did not answer ({exc})", serving.active_version)
+        finally:
+            self._release(task)
+        if out.success:
+            self.counts["rollbacks"] += 1
+            self._note(task, "")
+        return out
+
+    # ------------------------------------------------------------------ diagnostics
+    def _on_diag_timer(self, _event) -> None:
+        try:
+            with self.lock:
+                models = dict(self.host_models)
+            level = OK if models else WARN
+            states = {t: m.state for t, m in models.items()}
+            if any(s == "failed" for s in states.values()):
+                level = ERROR
+            elif any(s == "rolled_back" for s in states.values()):
+                level = max(level, WARN)
+            values = {**{f"{t} active": m.active_version for t, m in models.items()},
+                      **{f"{t} fallback": m.fallback_version for t, m in models.items()},
+                      **{f"{t} state": m.state for t, m in models.items()}, **self.counts}
+            message = ", ".join(f"{t} {m.active_version} {m.state}" for t, m in sorted(models.items())) or \
+                "no inference host seen"
+            self.pub_diag.publish(common.diagnostics_msg([common.status(f"{NODE}: engines", level, message,
+                                                                        values)]))
+        except Exception as exc:  # diagnostics must never take the node down
+            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+
+
+def main() -> None:
+    rospy.init_node(NODE)
+    ModelManagerNode()
+    rospy.spin()
