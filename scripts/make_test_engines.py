@@ -1,11 +1,13 @@
-"""Builds the engine fixtures of the tests under test/data/engines/ (needs the onnx package).
+"""Builds the engines root of the tests, test/data/engines/ (needs the onnx package).
+
+Copies of every shipped version (swaps only take real directories under the root), and:
 
 - detection/nan/: the detection signature, every output NaN (automatic rollback, simplex);
 - detection/bad_shape/: a heatmap of 64 x 64 cells instead of 128 x 128 (refused by a swap);
 - detection/nan_sparse/: 1.0.0 plus a numerically unstable branch: equal to 1.0.0 on dense
   clouds (the golden inputs, so it passes swap validation) and NaN on sparse ones (the
   compact sample bag): it must be rolled back automatically once it serves.
-Run from the repository root: python scripts/make_test_engines.py
+Run from the repository root: python scripts/make_test_engines.py [DEST]; `make test` does.
 """
 
 import os
@@ -19,7 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from airside_perception.engines.package import package_version  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "test", "data", "engines")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = os.path.join(HERE, "..", "engines")
+DEFAULT_DEST = os.path.join(HERE, "..", "test", "data", "engines")
 
 
 def detection_like(path: str, cells: int, fill_nan: bool) -> None:
@@ -67,23 +71,22 @@ def nan_on_sparse(src: str, path: str) -> None:
     onnx.save(model, path)
 
 
-def main() -> None:
-    if os.path.isdir(ROOT):
-        shutil.rmtree(ROOT)
-    os.makedirs(ROOT)
-    tmp = os.path.join(ROOT, "tmp.onnx")
+def build(root: str) -> str:
+    """Creates the fixture engines root at ``root`` (replacing it); returns its path."""
+    if os.path.isdir(root):
+        shutil.rmtree(root)
+    for task in sorted(os.listdir(SHIPPED)):
+        for version in sorted(os.listdir(os.path.join(SHIPPED, task))):
+            shutil.copytree(os.path.join(SHIPPED, task, version), os.path.join(root, task, version))
+    tmp = os.path.join(root, "tmp.onnx")
     for version, cells, nan in (("nan", 128, True), ("bad_shape", 64, False)):
         detection_like(tmp, cells, nan)
-        package_version(tmp, "detection", version, ROOT, with_golden=False)
-    nan_on_sparse(os.path.join(os.path.dirname(__file__), "..", "engines", "detection", "1.0.0", "model.onnx"), tmp)
-    package_version(tmp, "detection", "nan_sparse", ROOT, with_golden=False)
+        package_version(tmp, "detection", version, root, with_golden=False)
+    nan_on_sparse(os.path.join(SHIPPED, "detection", "1.0.0", "model.onnx"), tmp)
+    package_version(tmp, "detection", "nan_sparse", root, with_golden=False)
     os.remove(tmp)
-    # The shipped versions, linked in, so that the fixture root is a complete engines root.
-    for task in ("segmentation", "detection", "occupancy"):
-        os.makedirs(os.path.join(ROOT, task), exist_ok=True)
-        os.symlink(os.path.join("..", "..", "..", "..", "engines", task, "1.0.0"), os.path.join(ROOT, task, "1.0.0"))
-    print("fixtures in", os.path.abspath(ROOT))
+    return os.path.abspath(root)
 
 
 if __name__ == "__main__":
-    main()
+    print("fixture engines root:", build(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DEST))

@@ -23,7 +23,7 @@ INFERENCE_HOST_SWAP = {
     "max_latency_factor": Key(float, "warm P99 of a candidate under budget x this", lo=0.1, hi=100.0),
     "rollback_window_frames": Key(int, "frames watched after a swap", lo=1, hi=100_000),
     "rollback_max_failures": Key(int, "bad frames in the window that trigger a rollback", lo=1, hi=100_000),
-    "deadline_factor": Key(float, "a frame slower than budget x this is bad", lo=0.1, hi=100.0),
+    "frame_deadline_ms": Key(float, "a frame slower than this is a deadline miss", lo=1.0, hi=10_000.0),
     "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
 }
 

@@ -36,7 +36,7 @@ class SwapParams:
     max_latency_factor: float  # warm P99 must stay under budget x this
     rollback_window_frames: int
     rollback_max_failures: int
-    deadline_factor: float  # a frame slower than budget x this counts as a deadline miss
+    frame_deadline_ms: float  # a frame of the host slower than this counts as a deadline miss
     require_gate_report: bool
 
     def __post_init__(self):
@@ -194,17 +194,14 @@ class SwapController:
         for task, ts in self.tasks.items():
             if ts.fallback is None:
                 continue
-            result = frame.results.get(task)
             error = frame.errors.get(task)
-            slow = result is not None and (result.inference_ms + result.postprocess_ms) > \
-                self.budget.stage(task) * self.params.deadline_factor
+            slow = frame.total_ms > self.params.frame_deadline_ms
             ts.window.append(error is not None or slow)
             while len(ts.window) > self.params.rollback_window_frames:
                 ts.window.popleft()
             failures = sum(ts.window)
             if failures >= self.params.rollback_max_failures:
-                budget_ms = self.budget.stage(task)
-                why = error or f"slower than {self.params.deadline_factor} x its {budget_ms:.0f} ms budget"
+                why = error or f"frame took {frame.total_ms:.0f} ms, over {self.params.frame_deadline_ms:.0f} ms"
                 outcome = self.rollback(task, f"automatic: {failures} bad frames of the last {len(ts.window)} "
                                               f"(last: {why})")
                 if outcome.success:

@@ -2,7 +2,9 @@
 
 Checks, in order: outputs finite, output shapes equal to the serving engine's, agreement with
 the serving engine within the candidate manifest's tolerance, and warm P99 latency within the
-task's budget (times ``max_latency_factor``).
+task's budget (times ``max_latency_factor``). Latency is measured in the serving process, beside
+the live engines; where the serving engine itself exceeds the budget on this machine, the
+candidate passes if it is at most ``MAX_SLOWDOWN`` times slower than the serving engine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from airside_perception.stats import Percentiles
 
 WARMUP_RUNS = 2
 TIMED_RUNS = 10
+MAX_SLOWDOWN = 1.5  # where the serving engine is over budget here, a candidate may be this much slower
+YIELD_FRACTION = 1.0  # after each validation run, idle as long as it took
 
 
 @dataclass(frozen=True)
@@ -80,21 +84,29 @@ def validate_candidate(candidate: TaskEngine, serving: TaskEngine, clouds: Seque
     key = TOLERANCE_KEYS[task]
     needed = float(candidate.manifest.validation.get(key, 0.0))
     times: List[float] = []
-    for _ in range(TIMED_RUNS):
+    serving_times: List[float] = []
+    for _ in range(TIMED_RUNS):  # interleaved, so both see the same load
         for x in inputs:
-            start = time.perf_counter()
-            candidate.run(x)
-            times.append((time.perf_counter() - start) * 1e3)
+            for engine, out in ((candidate, times), (serving, serving_times)):
+                start = time.perf_counter()
+                engine.run(x)
+                elapsed = time.perf_counter() - start
+                out.append(elapsed * 1e3)
+                time.sleep(elapsed * YIELD_FRACTION)  # leave the cores to the serving frames
     p99 = Percentiles.of(times).p99
-    limit = budget_ms * max_latency_factor
+    serving_p99 = Percentiles.of(serving_times).p99
+    # Within the budget; or, where the serving engine itself is over it on this machine and
+    # load, no more than MAX_SLOWDOWN slower than the serving engine.
+    limit = max(budget_ms * max_latency_factor, serving_p99 * MAX_SLOWDOWN)
     if agreement < needed:
         return ValidationReport(False, f"agrees with the serving engine on {agreement:.3f} of the golden "
                                 f"inputs, the manifest asks {key} >= {needed}", agreement, p99)
     if p99 > limit:
-        return ValidationReport(False, f"warm P99 latency {p99:.1f} ms exceeds {limit:.1f} ms "
-                                f"(budget {budget_ms:.0f} ms x {max_latency_factor})", agreement, p99)
+        return ValidationReport(False, f"warm P99 latency {p99:.1f} ms exceeds {limit:.1f} ms (budget "
+                                f"{budget_ms:.0f} ms x {max_latency_factor}, serving engine {serving_p99:.1f} ms "
+                                f"x {MAX_SLOWDOWN})", agreement, p99)
     return ValidationReport(True, f"agreement {agreement:.3f} (>= {needed}), warm P99 {p99:.1f} ms "
-                            f"(<= {limit:.1f} ms)", agreement, p99)
+                            f"(<= {limit:.1f} ms; serving engine {serving_p99:.1f} ms)", agreement, p99)
 
 
 def summary(report: ValidationReport) -> Dict[str, object]:

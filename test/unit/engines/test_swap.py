@@ -1,0 +1,144 @@
+"""Swaps without ROS: staging refusals, validation, exchange, rollback, automatic rollback, memory."""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from airside_perception.config import load_budget
+from airside_perception.engines import store
+from airside_perception.engines.active import ActiveVersions
+from airside_perception.engines.swap import SwapController, SwapParams
+from airside_perception.pipelines.host import PerceptionHost
+from airside_perception.sim.world import make_scan
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "scripts"))
+import make_test_engines  # noqa: E402
+
+BUDGET = load_budget(os.path.join(HERE, "..", "..", "..", "config", "budget.yaml"))
+PARAMS = SwapParams("onnxruntime", 1, max_latency_factor=5.0, rollback_window_frames=10,
+                    rollback_max_failures=2, frame_deadline_ms=5000.0, require_gate_report=False)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_test_engines.build(str(tmp_path_factory.mktemp("engines") / "root"))
+
+
+def _controller(root, tmp_path, tasks=("detection",)):
+    engines = [store.open_engine(store.load_version(root, t, "1.0.0"), "onnxruntime") for t in tasks]
+    host = PerceptionHost(engines)
+    active = ActiveVersions(str(tmp_path / "active.yaml"), {t: "1.0.0" for t in tasks})
+    return SwapController(host, active, root, BUDGET, PARAMS), host, active
+
+
+def test_valid_swap_then_rollback(root, tmp_path):
+    ctl, host, active = _controller(root, tmp_path)
+    out = ctl.swap("detection", os.path.join(root, "detection", "1.0.0-int8"))
+    assert out.success, out.message
+    assert (out.active_version, out.previous_version) == ("1.0.0-int8", "1.0.0")
+    assert host.engine("detection").version == "1.0.0-int8"
+    assert ActiveVersions(active.state_file, {}).version("detection") == "1.0.0-int8"
+    status = ctl.status()[0]
+    assert (status.active_version, status.fallback_version, status.state) == ("1.0.0-int8", "1.0.0", "serving")
+    back = ctl.rollback("detection")
+    assert back.success and back.active_version == "1.0.0"
+    assert ActiveVersions(active.state_file, {}).version("detection") == "1.0.0"
+    assert ctl.status()[0].state == "rolled_back"
+    assert not ctl.rollback("detection").success, "a second rollback has no fallback"
+    host.close()
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/tmp", "not a version directory under"),
+    ("detection/9.9.9", "does not exist"),
+    ("detection/bad_shape", "output 'heatmap': expected heatmap [1, 5, 128, 128]"),
+    ("occupancy/1.0.0", "is not a version directory under"),
+    ("detection/1.0.0", "already serving"),
+])
+def test_refusals_leave_the_engine_serving(root, tmp_path, path, expected):
+    ctl, host, _ = _controller(root, tmp_path)
+    full = path if os.path.isabs(path) else os.path.join(root, path)
+    out = ctl.swap("detection", full)
+    assert not out.success and expected in out.message, out.message
+    assert host.engine("detection").version == "1.0.0"
+    assert host.process(make_scan(3, "compact").points).results["detection"].version == "1.0.0"
+    host.close()
+
+
+def test_corrupt_model_wrong_checksum_other_task_empty_task(root, tmp_path):
+    ctl, host, _ = _controller(root, tmp_path)
+    bad = os.path.join(root, "detection", "corrupt")
+    shutil.copytree(os.path.join(root, "detection", "1.0.0-int8"), bad)
+    with open(os.path.join(bad, "model.onnx"), "r+b") as fh:
+        fh.seek(50)
+        fh.write(b"\xff" * 16)
+    assert "does not match the manifest" in ctl.swap("detection", bad).message
+    wrong_task = os.path.join(root, "detection", "from_occupancy")
+    shutil.copytree(os.path.join(root, "occupancy", "1.0.0"), wrong_task)
+    assert "is for task 'occupancy', not 'detection'" in ctl.swap("detection", wrong_task).message
+    assert "is not hosted here" in ctl.swap("", bad).message
+    assert host.engine("detection").version == "1.0.0"
+    host.close()
+
+
+def test_nan_engine_passes_golden_validation_then_rolls_back_automatically(root, tmp_path):
+    ctl, host, active = _controller(root, tmp_path)
+    assert ctl.swap("detection", os.path.join(root, "detection", "nan_sparse")).success
+    sparse = make_scan(110016, "compact").points
+    rolled = []
+    for _ in range(4):
+        frame = host.process(sparse)
+        assert "non-finite" in frame.errors.get("detection", "") or frame.results
+        rolled += ctl.record(frame)
+    assert rolled == ["detection"]
+    assert host.engine("detection").version == "1.0.0"
+    assert ctl.status()[0].state == "rolled_back" and "non-finite" in ctl.status()[0].message
+    assert ActiveVersions(active.state_file, {}).version("detection") == "1.0.0"
+    host.close()
+
+
+def test_fifty_swaps_keep_memory_flat(root, tmp_path):
+    ctl, host, _ = _controller(root, tmp_path, tasks=("occupancy",))
+    proc = psutil.Process()
+    versions = ["1.0.0-int8", "1.0.0"]
+    for i in range(6):  # warm-up: allocator pools and ONNX Runtime arenas settle
+        assert ctl.swap("occupancy", os.path.join(root, "occupancy", versions[i % 2])).success
+    before = proc.memory_info().rss
+    for i in range(50):
+        out = ctl.swap("occupancy", os.path.join(root, "occupancy", versions[i % 2]))
+        assert out.success, out.message
+    after = proc.memory_info().rss
+    assert after < before * 1.10, f"RSS grew from {before / 1e6:.0f} MB to {after / 1e6:.0f} MB"
+    host.close()
+
+
+def test_outputs_continue_during_a_swap(root, tmp_path):
+    """The serving engine keeps answering while a candidate loads and validates."""
+    import threading
+    import time
+
+    ctl, host, _ = _controller(root, tmp_path)
+    cloud = make_scan(5, "compact").points
+    done = threading.Event()
+    versions = []
+
+    def serve():
+        while not done.is_set():
+            versions.append(host.process(cloud).results["detection"].version)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    time.sleep(0.2)
+    assert ctl.swap("detection", os.path.join(root, "detection", "1.0.0-int8")).success
+    time.sleep(0.2)
+    done.set()
+    t.join()
+    assert versions[0] == "1.0.0" and versions[-1] == "1.0.0-int8"
+    switch = versions.index("1.0.0-int8")
+    assert set(versions[switch:]) == {"1.0.0-int8"} and np.all(np.array(versions[:switch]) == "1.0.0")
+    host.close()
