@@ -75,7 +75,7 @@ endif
 
 rostest: ## integration tests against a real roscore (catkin_make run_tests)
 	$(PY) scripts/make_test_engines.py > /dev/null
-	cd $(WS) && $(ROS_ENV) catkin_make run_tests > $(WS)/run_tests.log 2>&1 || true
+	cd $(WS) && $(ROS_ENV) catkin_make run_tests -j1 > $(WS)/run_tests.log 2>&1 || true
 	cd $(WS) && $(ROS_ENV) catkin_test_results --verbose build/test_results \
 	  || { grep -E "FAILURE|ERROR|failed" -m 40 $(WS)/run_tests.log; exit 1; }
 

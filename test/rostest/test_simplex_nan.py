@@ -35,6 +35,11 @@ class SimplexNanEngine(unittest.TestCase):
         rospy.Subscriber("/perception/obstacles", Detection3DArray, on_obstacles)
         rospy.Subscriber("/diagnostics", DiagnosticArray, on_diag)
         deadline = time.time() + 60
+        while "inference_host: detection" not in diag and time.time() < deadline:
+            time.sleep(0.1)  # the host is up and has reported on its engines
+        time.sleep(1.0)
+        with lock:
+            del status[:], obstacles[:]
         while len(obstacles) < 40 and time.time() < deadline:
             time.sleep(0.1)
         with lock:

@@ -21,6 +21,7 @@ from airside_perception.engines import golden, staging, store
 from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.validation import validate_candidate
 from airside_perception.errors import AirsideError, ConfigError, SwapError
+from airside_perception.memory import release_free_memory
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 
@@ -147,6 +148,7 @@ class SwapController:
         validation_ms = (time.perf_counter() - start) * 1e3
         if not report.is_passed:
             candidate.close()
+            release_free_memory()
             self._set(task, SERVING, f"swap to {manifest.version} refused: {report.message}")
             return SwapOutcome(False, f"{manifest.version} failed validation: {report.message}", serving.version,
                                load_ms=load_ms, validation_ms=validation_ms)
@@ -155,6 +157,8 @@ class SwapController:
         ts.window.clear()
         if old_fallback is not None:
             old_fallback.close()
+            del old_fallback
+            release_free_memory()
         self.active.set(task, manifest.version)
         self._set(task, SERVING, f"swapped {previous.version} -> {manifest.version}: {report.message}")
         LOG.info("%s: %s -> %s (%s)", task, previous.version, manifest.version, report.message)
@@ -176,14 +180,17 @@ class SwapController:
                                    f"rollback): {version} keeps serving", version)
             fallback, ts.fallback = ts.fallback, None
             rolled_out = self.host.slots[task].exchange(fallback)
+            out_version = rolled_out.version
             rolled_out.close()  # the engine that was rolled out is released
+            del rolled_out
+            release_free_memory()
             ts.window.clear()
             self.active.set(task, fallback.version)
             self.rollbacks += 1
-            self._set(task, ROLLED_BACK, f"rolled back {rolled_out.version} -> {fallback.version}: {reason}")
-            LOG.warning("%s: rolled back %s -> %s: %s", task, rolled_out.version, fallback.version, reason)
+            self._set(task, ROLLED_BACK, f"rolled back {out_version} -> {fallback.version}: {reason}")
+            LOG.warning("%s: rolled back %s -> %s: %s", task, out_version, fallback.version, reason)
             return SwapOutcome(True, f"{task} rolled back to {fallback.version} ({reason})", fallback.version,
-                               rolled_out.version)
+                               out_version)
         finally:
             ts.lock.release()
 

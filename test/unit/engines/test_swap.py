@@ -142,3 +142,20 @@ def test_outputs_continue_during_a_swap(root, tmp_path):
     switch = versions.index("1.0.0-int8")
     assert set(versions[switch:]) == {"1.0.0-int8"} and np.all(np.array(versions[:switch]) == "1.0.0")
     host.close()
+
+
+def test_latency_gate_refuses_a_slow_candidate(root, tmp_path):
+    params = SwapParams("onnxruntime", 1, max_latency_factor=0.01, rollback_window_frames=10,
+                        rollback_max_failures=2, frame_deadline_ms=5000.0, require_gate_report=False)
+    ctl, host, _ = _controller(root, tmp_path, tasks=("segmentation",))
+    ctl.params = params
+    import airside_perception.engines.validation as validation
+
+    slowdown, validation.MAX_SLOWDOWN = validation.MAX_SLOWDOWN, 0.01
+    try:
+        out = ctl.swap("segmentation", os.path.join(root, "segmentation", "1.0.0-int8"))
+    finally:
+        validation.MAX_SLOWDOWN = slowdown
+    assert not out.success and "warm P99 latency" in out.message
+    assert host.engine("segmentation").version == "1.0.0"
+    host.close()
