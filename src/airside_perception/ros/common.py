@@ -28,7 +28,8 @@ LAUNCH_PARAMS = ("budget_file",)
 def private_config(schema: Mapping[str, config.Key], node: str) -> Dict[str, Any]:
     """The node's private parameters checked against ``schema`` (loaded from config/*.yaml)."""
     params = rospy.get_param("~", {})
-    return config.parse(params, schema, f"{node} parameters (config/{node}.yaml)", ignore=LAUNCH_PARAMS)
+    return config.parse(params, schema, f"{node} parameters (its YAML under config/ and the launch file)",
+                        ignore=LAUNCH_PARAMS)
 
 
 def fail_on_bad_config(node: str, exc: ConfigError) -> None:
