@@ -22,6 +22,7 @@ ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
 # Sourced before every ROS command: /opt/ros/noetic on the vehicle, then the workspace.
 ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
 VENV38 := $(ROOT)/.venv38
+BENCH_S ?= 60
 PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
 
 .PHONY: help setup build test unit lint py38 rostest demo bench sample-bag docs clean
@@ -83,9 +84,15 @@ rostest: ## integration tests against a real roscore (catkin_make run_tests)
 demo: setup ## run the full graph on the bundled sample bag (Ctrl-C to stop)
 	$(ROS_ENV) roslaunch $(PKG) demo.launch $(DEMO_ARGS)
 
-bench: setup ## benchmarks: P50/P99/max into bench_results/
+bench: setup ## benchmarks: P50/P99/max of every stage and of the whole graph, into bench_results/
 	@mkdir -p $(RESULTS)
 	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out $(RESULTS)/sim_scan.txt
+	$(ROS_ENV) $(PY) -m $(PKG).tools.bench --out $(RESULTS)/core.txt
+	test -f $(RESULTS)/bench_100k.bag || $(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 \
+	  --density default --compression none --out $(RESULTS)/bench_100k.bag
+	$(ROS_ENV) roslaunch $(PKG) bench.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/graph.txt \
+	  duration_s:=$(BENCH_S) > $(RESULTS)/graph_launch.log 2>&1 || { tail -30 $(RESULTS)/graph_launch.log; exit 1; }
+	@cat $(RESULTS)/graph.txt
 
 sample-bag: setup ## regenerate the bundled sample bag under test/data/
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 20 --density compact \

@@ -1,0 +1,152 @@
+"""Graph benchmark recorder: end-to-end latency of every output, dropped frames, CPU, memory.
+
+Runs beside ``full.launch`` while a bag replays at 10 Hz. Latency is the time from the input
+cloud's stamp (set by the replay when it publishes) to the arrival of each output here.
+At the end it reads the last ``/diagnostics`` of every node for the per-stage percentiles,
+writes everything to ``~out`` and shuts the launch down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Dict, List
+
+import psutil
+import rospy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+
+from airside_perception.msg import Detection3DArray, SemanticPointCloud, SimplexStatus
+from airside_perception.stats import Percentiles
+
+OUTPUTS = {
+    "/perception/segmentation": SemanticPointCloud, "/perception/detections": Detection3DArray,
+    "/perception/occupancy": OccupancyGrid, "/baseline/obstacles": Detection3DArray,
+    "/perception/obstacles": Detection3DArray, "/perception/safety_grid": OccupancyGrid,
+}
+NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay")
+
+
+class BenchRecorder:
+    def __init__(self):
+        self.duration_s = float(rospy.get_param("~duration_s", 60.0))
+        self.warmup_s = float(rospy.get_param("~warmup_s", 5.0))
+        self.out = rospy.get_param("~out")
+        self.lock = threading.Lock()
+        self.recording = False
+        self.clouds: Dict[int, int] = {}
+        self.latency: Dict[str, List[float]] = {t: [] for t in OUTPUTS}
+        self.stamps: Dict[str, set] = {t: set() for t in OUTPUTS}
+        self.simplex_active: Dict[str, int] = {}
+        self.diag: Dict[str, Dict[str, str]] = {}
+        self.subs = [rospy.Subscriber(t, c, self._on_output, t, queue_size=20) for t, c in OUTPUTS.items()]
+        self.subs.append(rospy.Subscriber("/airside_av/lidar/aggregated", rospy.AnyMsg, self._on_cloud,
+                                          queue_size=20, buff_size=1 << 25))
+        self.subs.append(rospy.Subscriber("/simplex/status", SimplexStatus, self._on_status, queue_size=20))
+        self.subs.append(rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diag, queue_size=50))
+
+    def _on_cloud(self, raw) -> None:
+        from airside_perception.ros.simplex_node import header_of_raw
+
+        stamp, _ = header_of_raw(raw._buff)
+        if self.recording:
+            with self.lock:
+                self.clouds[stamp.to_nsec()] = 1
+
+    def _on_output(self, msg, topic: str) -> None:
+        now = rospy.Time.now()
+        if self.recording:
+            with self.lock:
+                self.latency[topic].append((now - msg.header.stamp).to_sec() * 1e3)
+                self.stamps[topic].add(msg.header.stamp.to_nsec())
+
+    def _on_status(self, msg) -> None:
+        if self.recording:
+            with self.lock:
+                key = f"{msg.active} ({msg.reason.split(' ')[0]})"
+                self.simplex_active[key] = self.simplex_active.get(key, 0) + 1
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            self.diag[s.name] = {kv.key: kv.value for kv in s.values}
+            self.diag[s.name]["_message"] = s.message
+
+    def _processes(self):
+        found = {}
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            for node in NODES:
+                if f"__name:={node}" in cmd:
+                    found[node] = p
+        return found
+
+    def run(self) -> None:
+        rospy.sleep(self.warmup_s)
+        procs = self._processes()
+        for p in procs.values():
+            p.cpu_percent(None)
+        self.recording = True
+        start = time.time()
+        rss_peak: Dict[str, float] = {}
+        while time.time() - start < self.duration_s and not rospy.is_shutdown():
+            time.sleep(1.0)
+            for name, p in procs.items():
+                try:
+                    rss_peak[name] = max(rss_peak.get(name, 0.0), p.memory_info().rss / 1e6)
+                except psutil.Error:
+                    pass
+        self.recording = False
+        elapsed = time.time() - start
+        cpu = {}
+        for name, p in procs.items():
+            try:
+                cpu[name] = p.cpu_percent(None)
+            except psutil.Error:
+                cpu[name] = float("nan")
+        self._write(elapsed, cpu, rss_peak)
+        rospy.signal_shutdown("benchmark done")
+
+    def _write(self, elapsed: float, cpu: Dict[str, float], rss: Dict[str, float]) -> None:
+        n_clouds = len(self.clouds)
+        lines = [f"graph benchmark: {elapsed:.0f} s at 10 Hz, {n_clouds} clouds published by the replay",
+                 "", "end-to-end latency, input stamp -> output received (ms):"]
+        result = {"duration_s": elapsed, "clouds": n_clouds, "outputs": {}, "cpu_percent": cpu, "rss_peak_mb": rss}
+        for topic, values in self.latency.items():
+            p = Percentiles.of(values)
+            answered = len(self.stamps[topic] & set(self.clouds))
+            dropped = n_clouds - answered
+            lines.append(f"  {topic:28s} {p.line()}  dropped {dropped}/{n_clouds}")
+            result["outputs"][topic] = {"p50": p.p50, "p99": p.p99, "max": p.max, "count": p.count,
+                                        "dropped": dropped}
+        lines += ["", "stages, from the nodes' /diagnostics (rolling window):"]
+        stages = {}
+        for name, values in sorted(self.diag.items()):
+            keep = {k: v for k, v in values.items() if "(ms)" in k and ("P50" in k or "P99" in k or "max" in k)}
+            if keep:
+                stages[name] = keep
+                lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in keep.items()))
+            if name.endswith(": input"):
+                lines.append(f"  {name}: dropped {values.get('dropped (not processed in time)')}, "
+                             f"rejected {values.get('rejected')}, stale {values.get('stale')}")
+        result["stages"] = stages
+        lines += ["", "simplex decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.simplex_active.items())),
+                  "", "processes (CPU % of one core, averaged; peak RSS):"]
+        result["simplex"] = self.simplex_active
+        for name in NODES:
+            if name in cpu:
+                lines.append(f"  {name:16s} CPU {cpu[name]:6.1f} %   RSS {rss.get(name, float('nan')):7.1f} MB")
+        text = "\n".join(lines) + "\n"
+        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+        with open(self.out, "w") as fh:
+            fh.write(text)
+        with open(os.path.splitext(self.out)[0] + ".json", "w") as fh:
+            json.dump(result, fh, indent=2, default=float)
+        print(text, flush=True)
+
+
+def main() -> None:
+    rospy.init_node("bench_recorder")
+    BenchRecorder().run()
