@@ -54,7 +54,7 @@ def run(engines_dir: str, version: str, backend: str, n_runs: int, n_clouds: int
         manifest = store.load_version(engines_dir, task, version)
         engine = store.open_engine(manifest, backend, intra_op_threads=threads)
         rows[f"{task} (inference + post, {threads} thread{'s' if threads > 1 else ''})"] = timed(
-            lambda i: engine.run(encoded[i % n_clouds]), n_runs)
+            lambda i, e=engine: e.run(encoded[i % n_clouds]), n_runs)
         engine.close()
     host = PerceptionHost([store.open_engine(store.load_version(engines_dir, t, version), backend, 1)
                            for t in TASKS])
