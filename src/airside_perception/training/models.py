@@ -47,12 +47,15 @@ class SegmentationNet(nn.Module):
     output: point_logits (K, C).
     """
 
-    def __init__(self, n_classes: int, size: int = 256, width: int = 24):
+    def __init__(self, n_classes: int, size: int = 256, width: int = 24, mlp_hidden=(48, 32)):
         super().__init__()
         self.size = size
         self.backbone = BevBackbone(width, 2 * width, 64)
-        self.mlp = nn.Sequential(nn.Linear(width + 8 + 5, 48), nn.ReLU(inplace=True), nn.Linear(48, 32),
-                                 nn.ReLU(inplace=True), nn.Linear(32, n_classes))
+        layers, cin = [], width + 8 + 5
+        for hidden in mlp_hidden:  # the per-point MLP runs on every point: its width is the cost
+            layers += [nn.Linear(cin, hidden), nn.ReLU(inplace=True)]
+            cin = hidden
+        self.mlp = nn.Sequential(*layers, nn.Linear(cin, n_classes))
 
     def forward(self, bev: torch.Tensor, point_cells: torch.Tensor, point_features: torch.Tensor) -> torch.Tensor:
         s = self.size

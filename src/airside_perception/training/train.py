@@ -98,12 +98,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--start-seed", type=int, default=0)
+    parser.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32],
+                        help="hidden widths of the segmentation per-point MLP")
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = BevSpec()
     nets = {
-        "segmentation": models.SegmentationNet(len(classes.CLASS_NAMES)).to(device),
+        "segmentation": models.SegmentationNet(len(classes.CLASS_NAMES), mlp_hidden=tuple(args.seg_mlp)).to(device),
         "detection": models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)).to(device),
         "occupancy": models.OccupancyNet().to(device),
     }
