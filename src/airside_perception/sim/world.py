@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, Tuple
 
 import numpy as np
@@ -65,6 +65,7 @@ class Scan:
     box_points: np.ndarray
     occupancy: np.ndarray
     sensor_ids: np.ndarray
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (N,) box index, -1: none
     class_names: Tuple[str, ...] = classes.CLASS_NAMES
     seed: int = 0
     is_wet: bool = False
@@ -75,7 +76,7 @@ class Scan:
         return {
             "points": self.points, "labels": self.labels, "boxes": self.boxes,
             "box_labels": self.box_labels, "box_points": self.box_points,
-            "occupancy": self.occupancy, "sensor_ids": self.sensor_ids,
+            "occupancy": self.occupancy, "sensor_ids": self.sensor_ids, "object_ids": self.object_ids,
             "class_names": np.array(self.class_names), "seed": np.int64(self.seed),
             "is_wet": np.bool_(self.is_wet), "is_night": np.bool_(self.is_night),
             "traffic": np.array(self.traffic),
@@ -131,7 +132,7 @@ def render_scan(scene: Scene, density: str = "default", noise_seed: int = 0) -> 
     box_points = np.bincount(obj_ids, minlength=len(scene.objects)).astype(np.int32)
     return Scan(points=raw.points, labels=raw.labels, boxes=boxes, box_labels=box_labels,
                 box_points=box_points, occupancy=occupancy_from_scene(scene, raw.prim_hits),
-                sensor_ids=raw.sensor_ids, seed=scene.seed,
+                sensor_ids=raw.sensor_ids, object_ids=raw.object_ids, seed=scene.seed,
                 is_wet=scene.conditions.is_wet, is_night=scene.conditions.is_night,
                 traffic=scene.conditions.traffic)
 

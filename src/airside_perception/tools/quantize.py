@@ -77,15 +77,21 @@ def select_calibration(n_scans: int, split: str = "calib", min_per_condition: in
 class _Reader:
     """ONNX Runtime CalibrationDataReader over encoded scans."""
 
-    def __init__(self, seeds: Sequence[int], input_names: Sequence[str], spec: BevSpec):
+    def __init__(self, seeds: Sequence[int], input_names: Sequence[str], spec: BevSpec,
+                 intensity_scale: float = 1.0, z_offset_m: float = 0.0):
         self.seeds = list(seeds)
+        self.intensity_scale = intensity_scale
+        self.z_offset_m = z_offset_m
         self.names = list(input_names)
         self.spec = spec
         self._it: Optional[Iterator] = None
 
     def _feeds(self) -> Iterator[Dict[str, np.ndarray]]:
         for seed in self.seeds:
-            b = encode(make_scan(seed, "default").points, self.spec)
+            points = make_scan(seed, "default").points
+            points[:, 3] *= self.intensity_scale
+            points[:, 2] += self.z_offset_m
+            b = encode(points, self.spec)
             all_feeds = {"bev": b.bev, "point_cells": b.point_cells, "point_features": b.point_features}
             yield {n: all_feeds[n] for n in self.names}
 
@@ -108,8 +114,14 @@ def head_nodes(model_path: str, outputs: Sequence[str]) -> List[str]:
 
 def quantize_int8(model_path: str, out_path: str, calibration: CalibrationSet, input_names: Sequence[str],
                   output_names: Sequence[str], keep_float: Sequence[str] = ("heads",),
-                  spec: Optional[BevSpec] = None) -> List[str]:
-    """Writes a Q/DQ INT8 model; returns the nodes kept in float."""
+                  spec: Optional[BevSpec] = None, intensity_scale: float = 1.0,
+                  z_offset_m: float = 0.0) -> List[str]:
+    """Writes a Q/DQ INT8 model; returns the nodes kept in float.
+
+    ``intensity_scale`` and ``z_offset_m`` alter the calibration clouds, to reproduce a bad
+    calibration set (a driver reporting intensity in 0..1, clouds in another frame) whose
+    damage the release gates must catch.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -121,7 +133,7 @@ def quantize_int8(model_path: str, out_path: str, calibration: CalibrationSet, i
     excluded += [k for k in keep_float if k != "heads"]
     pre = out_path + ".pre.onnx"
     quant_pre_process(model_path, pre, skip_symbolic_shape=True)
-    quantize_static(pre, out_path, _Reader(calibration.seeds, input_names, spec or BevSpec()),
+    quantize_static(pre, out_path, _Reader(calibration.seeds, input_names, spec or BevSpec(), intensity_scale, z_offset_m),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=True, nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax)
     import os

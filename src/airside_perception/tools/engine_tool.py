@@ -1,0 +1,225 @@
+"""engine_tool: the release steps of an engine, one command each.
+
+    rosrun airside_perception engine_tool export   --task T --checkpoint FILE.pt --version V
+    rosrun airside_perception engine_tool build    --task T --version V --precision fp16 [--dla-core 0]
+    rosrun airside_perception engine_tool quantize --task T --version V --out-version V-int8
+    rosrun airside_perception engine_tool validate --task T --baseline V --candidate V2
+    rosrun airside_perception engine_tool bench    [--version V]
+
+(also ``python -m airside_perception.tools.engine_tool VERB``). Exit codes: 0 done or gates
+passed, 1 gates failed, 2 bad request, 3 the step needs what this machine lacks (TensorRT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional
+
+from airside_perception import cli
+from airside_perception.config import load_budget
+from airside_perception.engines import store
+from airside_perception.engines.manifest import TASKS
+from airside_perception.errors import AirsideError
+
+PROG = "engine_tool"
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ENGINES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "engines"))
+DEFAULT_BUDGET = os.path.normpath(os.path.join(HERE, "..", "..", "..", "config", "budget.yaml"))
+GATES_FAILED, NOT_HERE = 1, 3
+IO_NAMES = {"segmentation": (["bev", "point_cells", "point_features"], ["point_logits"]),
+            "detection": (["bev"], ["heatmap", "regression"]), "occupancy": (["bev"], ["occupancy_logits"])}
+
+
+def _parser() -> cli.Parser:
+    parser = cli.Parser(prog=PROG, description="Export, build, quantize, validate and benchmark engines.")
+    sub = parser.add_subparsers(dest="verb", parser_class=cli.Parser)
+    sub.required = True
+
+    def common(p, version=True):
+        p.add_argument("--task", choices=TASKS, required=True)
+        p.add_argument("--engines-dir", default=DEFAULT_ENGINES)
+        if version:
+            p.add_argument("--version", required=True, help="version directory under <engines-dir>/<task>/")
+
+    p = sub.add_parser("export", help="PyTorch checkpoint -> ONNX (opset 17) + manifest, as a new version")
+    common(p)
+    p.add_argument("--checkpoint", required=True, help="state dict (.pt) of the task's network")
+    p.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32], help="segmentation MLP widths")
+
+    p = sub.add_parser("build", help="TensorRT engine build plan, trtexec line, and the build where TensorRT is")
+    common(p)
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--dla-core", type=int, default=-1, help="-1: GPU; 0 or 1: DLA core with GPU fallback")
+    p.add_argument("--points", type=cli.positive_int, nargs=3, default=[30_000, 100_000, 200_000],
+                   metavar=("MIN", "OPT", "MAX"), help="dynamic point-count profile")
+    p.add_argument("--workspace-mb", type=cli.positive_int, default=1024)
+    p.add_argument("--tensorrt-version", help="plan for this TensorRT (default: the installed one)")
+    p.add_argument("--compute-capability", help="plan for this GPU, e.g. 8.7 for Orin (default: this GPU)")
+
+    p = sub.add_parser("quantize", help="INT8 post-training quantization (Q/DQ ONNX) with calibration coverage")
+    common(p)
+    p.add_argument("--out-version", required=True)
+    p.add_argument("--scans", type=cli.positive_int, default=24, help="calibration scans")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="restrict calibration to scans with these conditions (a deliberately narrow set)")
+    p.add_argument("--keep-float", nargs="*", default=["heads"],
+                   help="'heads' and/or node names kept in float (sensitive layers)")
+    p.add_argument("--allow-partial-coverage", action="store_true")
+    p.add_argument("--calibration-intensity-scale", type=float, default=1.0,
+                   help="scale of the calibration intensities (1/255 reproduces a 0..1 driver: a bad set)")
+    p.add_argument("--calibration-z-offset-m", type=float, default=0.0,
+                   help="shift of the calibration clouds (reproduces clouds in another frame: a bad set)")
+
+    p = sub.add_parser("validate", help="release gates of a candidate against the baseline engine")
+    common(p, version=False)
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--candidate", required=True)
+    p.add_argument("--scans", type=cli.positive_int, default=100)
+    p.add_argument("--frames", type=cli.positive_int, default=10_000, help="consecutive frames without failure")
+    p.add_argument("--budget", default=DEFAULT_BUDGET)
+    p.add_argument("--out-dir", default=None, help="reports (default: <candidate>/gate_report/)")
+
+    p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
+    p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from airside_perception.tools import bench
+
+        return bench.main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate}[args.verb](args)
+    except AirsideError as exc:
+        cli.fail(PROG, str(exc))
+
+
+def _export(args) -> int:
+    try:
+        import torch
+
+        from airside_perception.training import export, models
+    except ImportError as exc:
+        cli.fail(PROG, f"export needs PyTorch ({exc}): pip install -r requirements-train.txt")
+    from airside_perception import classes
+    from airside_perception.engines.package import onnx_signature, package_version
+
+    net = {"segmentation": lambda: models.SegmentationNet(len(classes.CLASS_NAMES), mlp_hidden=tuple(args.seg_mlp)),
+           "detection": lambda: models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)),
+           "occupancy": lambda: models.OccupancyNet()}[args.task]()
+    net.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
+    raw = os.path.join(args.engines_dir, f".{args.task}-{args.version}.raw.onnx")
+    export.export_onnx(net, args.task, raw)
+    import onnx
+
+    onnx.checker.check_model(onnx.load(raw))
+    simplified = raw.replace(".raw.onnx", ".onnx")
+    _simplify(raw, simplified)
+    manifest = package_version(simplified, args.task, args.version, args.engines_dir)
+    for path in (raw, simplified):
+        os.remove(path)
+    inputs, outputs = onnx_signature(manifest.model_path)
+    print(f"{manifest.directory}: opset {export.OPSET}, sha256 {manifest.sha256[:12]}")
+    for t in inputs:
+        print(f"  input  {t.describe()}")
+    for t in outputs:
+        print(f"  output {t.describe()}")
+    print("next: python -m airside_perception.tools.evaluate --task", args.task, "--version", args.version,
+          "--write-manifest")
+    return 0
+
+
+def _simplify(src: str, dst: str) -> None:
+    """Constant folding and redundant-node elimination that keep the graph plain ONNX."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = dst
+    ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+
+
+def _build(args) -> int:
+    from airside_perception.tools import trt_build, trt_plan
+
+    manifest = store.load_version(args.engines_dir, args.task, args.version)
+    trt_version, capability = args.tensorrt_version, args.compute_capability
+    try:
+        from airside_perception.backends.tensorrt_backend import runtime_identity
+
+        found = runtime_identity()
+        have_trt = True
+        trt_version, capability = trt_version or found[0], capability or found[1]
+    except ImportError:
+        have_trt = False
+        if not (trt_version and capability):
+            cli.fail(PROG, "TensorRT is not installed here: give --tensorrt-version and --compute-capability "
+                           "(e.g. 8.5.2 and 8.7 for JetPack 5 on Orin) to plan the build for the vehicle")
+    plan = trt_plan.make_plan(manifest, args.precision, trt_version, capability, args.dla_core, tuple(args.points),
+                              args.workspace_mb)
+    line = " ".join(trt_plan.trtexec_command(plan))
+    plan_path = plan.engine_path[: -len(".engine")] + ".plan.json"
+    with open(plan_path, "w") as fh:
+        fh.write(trt_build.plan_summary(plan))
+    print(trt_build.plan_summary(plan))
+    print("trtexec equivalent:\n  " + line)
+    try:
+        engine = trt_build.apply_plan(plan)
+    except AirsideError as exc:
+        print(f"{PROG}: engine not built: {exc}", file=sys.stderr)
+        return NOT_HERE if not have_trt else 1
+    print(f"built {engine}")
+    return 0
+
+
+def _quantize(args) -> int:
+    from airside_perception.engines.package import package_version
+    from airside_perception.tools.quantize import quantize_int8, select_calibration
+
+    manifest = store.load_version(args.engines_dir, args.task, args.version)
+    calibration = select_calibration(args.scans, only=args.only)
+    print(f"calibration: {len(calibration.seeds)} scans; coverage: {calibration.report()}")
+    if calibration.missing and not args.allow_partial_coverage:
+        cli.fail(PROG, f"the calibration set lacks {calibration.missing}: draw more scans (--scans) or pass "
+                       "--allow-partial-coverage to quantize anyway")
+    inputs, outputs = IO_NAMES[args.task]
+    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.int8.onnx")
+    kept = quantize_int8(manifest.model_path, out, calibration, inputs, outputs, args.keep_float,
+                         intensity_scale=args.calibration_intensity_scale, z_offset_m=args.calibration_z_offset_m)
+    new = package_version(out, args.task, args.out_version, args.engines_dir, precision="int8")
+    os.remove(out)
+    with open(os.path.join(new.directory, "calibration.json"), "w") as fh:
+        json.dump({"seeds": calibration.seeds, "coverage": calibration.coverage, "kept_float": kept,
+                   "source_version": args.version, "only": args.only,
+                   "intensity_scale": args.calibration_intensity_scale,
+                   "z_offset_m": args.calibration_z_offset_m}, fh, indent=2)
+    print(f"{new.directory}: INT8 Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
+    print(f"next: engine_tool validate --task {args.task} --baseline {args.version} --candidate {args.out_version}")
+    return 0
+
+
+def _validate(args) -> int:
+    from airside_perception.tools.gates import run_gates, write_reports
+
+    base = store.open_engine(store.load_version(args.engines_dir, args.task, args.baseline), "onnxruntime", 2)
+    cand_manifest = store.load_version(args.engines_dir, args.task, args.candidate)
+    cand = store.open_engine(cand_manifest, "onnxruntime", 2)
+    budget = load_budget(args.budget).stage(args.task)
+    report = run_gates(base, cand, args.scans, args.frames, budget)
+    out_dir = args.out_dir or os.path.join(cand_manifest.directory, "gate_report")
+    written = write_reports(report, out_dir, cand_manifest)
+    for g in report["gates"]:
+        print(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['name']:26s} {g['value']:>9} (limit {g['limit']}): "
+              f"{g['detail']}")
+    failed = [g["name"] for g in report["gates"] if not g["passed"]]
+    print(f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)}; reports: {', '.join(written[:3])}")
+    return 0 if not failed else GATES_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

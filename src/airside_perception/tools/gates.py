@@ -1,0 +1,236 @@
+"""Release gates: may a candidate engine replace the baseline engine on the vehicle?
+
+Both engines run on the same held-out scans. Gates (drops in points of the metric):
+segmentation mIoU drop < 3, person IoU drop < 1, aircraft IoU drop < 2; detection mAP drop
+< 3, person AP drop < 1, aircraft AP drop < 2; occupancy IoU drop < 3; for segmentation and
+detection no person within 20 m that the baseline finds and the candidate misses; warm P99
+latency within the task's budget; no inference failure over N consecutive frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Set, Tuple
+
+import numpy as np
+
+from airside_perception import classes
+from airside_perception.engines.manifest import Manifest
+from airside_perception.ops.bev import encode
+from airside_perception.pipelines.tasks import TaskEngine, TaskResult
+from airside_perception.sim.world import Scan, make_scan, split_seeds
+from airside_perception.stats import Percentiles
+from airside_perception.tools.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
+
+NEAR_M = 20.0
+MIN_PERSON_POINTS = 5
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    value: float
+    limit: float
+    detail: str
+
+
+def _near_persons(scan: Scan) -> List[int]:
+    return [i for i, (b, lab, n) in enumerate(zip(scan.boxes, scan.box_labels, scan.box_points))
+            if lab == classes.PERSON and n >= MIN_PERSON_POINTS and np.hypot(b[0], b[1]) < NEAR_M]
+
+
+def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: float) -> Set[int]:
+    """Indices of the near-field persons of ``scan`` that ``result`` finds."""
+    found = set()
+    for i in _near_persons(scan):
+        if task == "segmentation":
+            mine = scan.object_ids == i
+            if (result.labels[mine] == classes.PERSON).mean() >= 0.5:
+                found.add(i)
+        else:
+            b = result.boxes
+            is_person = b.labels == classes.DETECTION_CLASS_NAMES.index("person")
+            person = b.boxes[is_person & (b.scores >= score_threshold)]
+            if len(person) and np.hypot(*(person[:, :2] - scan.boxes[i, :2]).T).min() <= 1.0:
+                found.add(i)
+    return found
+
+
+class _Run:
+    """Metrics, latencies and near-field persons of one engine."""
+
+    def __init__(self, task: str):
+        self.task = task
+        self.seg, self.det, self.occ = SegmentationMeter(), DetectionMeter(), OccupancyMeter()
+        self.latency_ms: List[float] = []
+        self.persons: Set[Tuple[int, int]] = set()
+
+    def add(self, scan: Scan, engine: TaskEngine, result: TaskResult, elapsed_ms: float) -> None:
+        self.latency_ms.append(elapsed_ms)
+        if self.task == "segmentation":
+            self.seg.add(scan.labels, result.labels)
+        elif self.task == "detection":
+            names = classes.DETECTION_CLASS_NAMES
+            b = result.boxes
+            self.det.add(scan.boxes, [classes.CLASS_NAMES[i] for i in scan.box_labels], scan.box_points, b.boxes,
+                         [names[i] for i in b.labels], b.scores, engine.decode.score_threshold)
+        else:
+            self.occ.add(scan.occupancy, result.grid.cells == 100)
+        if self.task != "occupancy":
+            threshold = engine.decode.score_threshold if self.task == "detection" else 0.0
+            self.persons |= {(scan.seed, i) for i in persons_found(self.task, scan, result, threshold)}
+
+    def summary(self) -> Dict[str, object]:
+        return {"segmentation": self.seg.summary, "detection": self.det.summary,
+                "occupancy": self.occ.summary}[self.task]()
+
+
+def _drop_gates(task: str, base: Dict, cand: Dict) -> List[Gate]:
+    def drop(name, b, c, limit):
+        d = b - c
+        return Gate(name, bool(d < limit), round(d, 3), limit, f"{b:.2f} -> {c:.2f}")
+    if task == "segmentation":
+        return [drop("miou_drop", base["miou"], cand["miou"], 3.0),
+                drop("person_iou_drop", base["iou"]["person"], cand["iou"]["person"], 1.0),
+                drop("aircraft_iou_drop", base["iou"]["aircraft"], cand["iou"]["aircraft"], 2.0)]
+    if task == "detection":
+        return [drop("map_drop", base["map"], cand["map"], 3.0),
+                drop("person_ap_drop", base["ap"]["person"], cand["ap"]["person"], 1.0),
+                drop("aircraft_ap_drop", base["ap"]["aircraft"], cand["ap"]["aircraft"], 2.0)]
+    return [drop("iou_drop", base["iou"], cand["iou"], 3.0)]
+
+
+def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frames: int, budget_ms: float,
+              split: str = "test", progress: bool = True) -> Dict[str, object]:
+    """Compares ``candidate`` with ``baseline`` and returns the report (``passed`` and every gate)."""
+    from tqdm import tqdm
+
+    task = candidate.task
+    runs = {"baseline": _Run(task), "candidate": _Run(task)}
+    for seed in tqdm(split_seeds(split, n_scans), desc="gates: accuracy", disable=not progress, unit="scan"):
+        scan = make_scan(int(seed))
+        x = encode(scan.points, candidate.bev_spec)
+        for name, engine in (("baseline", baseline), ("candidate", candidate)):
+            start = time.perf_counter()
+            result = engine.run(x)
+            runs[name].add(scan, engine, result, (time.perf_counter() - start) * 1e3)
+    base, cand = runs["baseline"].summary(), runs["candidate"].summary()
+    gates = _drop_gates(task, base, cand)
+    if task != "occupancy":
+        lost = sorted(runs["baseline"].persons - runs["candidate"].persons)
+        gates.append(Gate("no_new_person_misses_20m", not lost, float(len(lost)), 0.0,
+                          f"{len(runs['baseline'].persons)} near persons found by the baseline; candidate misses "
+                          f"{len(lost)} of them" + (f" (seed, object): {lost[:10]}" if lost else "")))
+    p99 = Percentiles.of(runs["candidate"].latency_ms[2:]).p99
+    gates.append(Gate("latency_p99_ms", bool(p99 <= budget_ms), round(p99, 2), budget_ms,
+                      f"warm P99 {p99:.1f} ms on this machine against the {budget_ms:.0f} ms budget"))
+    failures, longest_ok = _soak(candidate, n_frames, progress)
+    gates.append(Gate("no_inference_failure", failures == 0, float(failures), 0.0,
+                      f"{failures} failed or non-finite frames of {n_frames} consecutive ones"))
+    return {"task": task, "baseline_version": baseline.version, "candidate_version": candidate.version,
+            "candidate_sha256": candidate.manifest.sha256, "split": split, "scans": n_scans, "frames": n_frames,
+            "passed": all(g.passed for g in gates), "gates": [asdict(g) for g in gates],
+            "baseline_metrics": base, "candidate_metrics": cand,
+            "latency_ms": {k: r.latency_ms for k, r in runs.items()},
+            "confusion": runs["candidate"].seg.confusion.tolist() if task == "segmentation" else None}
+
+
+def _soak(engine: TaskEngine, n_frames: int, progress: bool) -> Tuple[int, int]:
+    """Runs ``n_frames`` consecutive frames (clouds of every density, cycled); counts failures."""
+    from tqdm import tqdm
+
+    from airside_perception.errors import InferenceError
+
+    inputs = [encode(make_scan(s, d).points, engine.bev_spec) for s, d in
+              ((120_000, "compact"), (120_001, "default"), (120_002, "dense"))]
+    failures = 0
+    for i in tqdm(range(n_frames), desc="gates: consecutive frames", disable=not progress, unit="frame"):
+        try:
+            engine.run(inputs[i % len(inputs)])
+        except InferenceError:
+            failures += 1
+    return failures, n_frames - failures
+
+
+def write_reports(report: Dict[str, object], out_dir: str, manifest: Optional[Manifest] = None) -> List[str]:
+    """JSON and Markdown reports with plots; ``gate_report.json`` beside the candidate manifest."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    json_path = os.path.join(out_dir, "gate_report.json")
+    with open(json_path, "w") as fh:
+        json.dump(report, fh, indent=2, default=float)
+    written.append(json_path)
+    if manifest is not None:
+        beside = os.path.join(manifest.directory, "gate_report.json")
+        with open(beside, "w") as fh:
+            json.dump({k: v for k, v in report.items() if k not in ("latency_ms", "confusion")}, fh, indent=2,
+                      default=float)
+        written.append(beside)
+    plots = _plots(report, out_dir)
+    md = _markdown(report, plots)
+    md_path = os.path.join(out_dir, "gate_report.md")
+    with open(md_path, "w") as fh:
+        fh.write(md)
+    return written + [md_path] + plots
+
+
+def _plots(report: Dict[str, object], out_dir: str) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for name, values in report["latency_ms"].items():
+        ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({report[name + '_version']})")
+    ax.set_xlabel("inference + post-processing (ms)")
+    ax.set_ylabel("frames")
+    ax.set_title(f"{report['task']}: latency on this machine")
+    ax.legend()
+    path = os.path.join(out_dir, "latency_histogram.png")
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(path)
+    if report.get("confusion"):
+        conf = np.asarray(report["confusion"], float)
+        norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+        im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+        names = classes.CLASS_NAMES
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"candidate {report['candidate_version']}: confusion (row-normalised)")
+        fig.colorbar(im)
+        path = os.path.join(out_dir, "confusion_matrix.png")
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _markdown(report: Dict[str, object], plots: List[str]) -> str:
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    lines = [f"# Gate report: {report['task']} {report['candidate_version']} vs {report['baseline_version']}",
+             "", f"**{verdict}** on {report['scans']} scans of the {report['split']} split and "
+             f"{report['frames']} consecutive frames.", "", "| gate | passed | value | limit | detail |",
+             "|---|---|---|---|---|"]
+    for g in report["gates"]:
+        lines.append(f"| {g['name']} | {'yes' if g['passed'] else '**no**'} | {g['value']} | {g['limit']} | "
+                     f"{g['detail']} |")
+    base, cand = report["baseline_metrics"], report["candidate_metrics"]
+    per_class = base.get("iou") or base.get("ap")
+    if isinstance(per_class, dict):
+        key = "iou" if "iou" in base and isinstance(base["iou"], dict) else "ap"
+        lines += ["", f"| class | baseline {key} | candidate {key} | change |", "|---|---|---|---|"]
+        for name, value in per_class.items():
+            c = cand[key][name]
+            lines.append(f"| {name} | {value} | {c} | {c - value:+.2f} |")
+    lines += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,109 @@
+"""TensorRT build plans: everything about an engine build decided without TensorRT.
+
+A plan fixes the precision flags, the dynamic-shape profile (min / opt / max), the DLA core
+with GPU fallback, the workspace, the timing and calibration caches, the layer-information
+dump and the cache key that names the engine. ``trtexec_command`` gives the same build as a
+``trtexec`` line for the vehicle; :mod:`trt_build` applies a plan through the TensorRT API.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from airside_perception.engines import cache_key
+from airside_perception.engines.manifest import Manifest
+from airside_perception.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+Shape = Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    onnx_path: str
+    engine_path: str
+    precision: str
+    explicit_quantization: bool  # Q/DQ nodes in the model carry the INT8 scales
+    dla_core: int  # -1: GPU only
+    gpu_fallback: bool
+    profiles: Dict[str, Tuple[Shape, Shape, Shape]]
+    workspace_mb: int
+    timing_cache_path: str
+    calibration_cache_path: Optional[str]
+    layer_info_path: str
+    key: cache_key.EngineKey
+    notes: List[str] = field(default_factory=list)
+
+
+def _profile(manifest: Manifest, points: Tuple[int, int, int]) -> Dict[str, Tuple[Shape, Shape, Shape]]:
+    """Min / opt / max of every input; dynamic dimensions take the point counts."""
+    lo, opt, hi = points
+    if not lo <= opt <= hi or lo <= 0:
+        raise ConfigError(f"point profile {points} must satisfy 0 < min <= opt <= max")
+    out = {}
+    for spec in manifest.inputs:
+        def shape(n, dims=spec.shape):
+            return tuple(n if isinstance(d, str) else d for d in dims)
+        out[spec.name] = (shape(lo), shape(opt), shape(hi))
+    return out
+
+
+def make_plan(manifest: Manifest, precision: str, tensorrt_version: str, compute_capability: str,
+              dla_core: int = -1, points: Tuple[int, int, int] = (30_000, 100_000, 200_000),
+              workspace_mb: int = 1024, out_dir: Optional[str] = None) -> BuildPlan:
+    """The build of ``manifest``'s model for one GPU / TensorRT / DLA / precision."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}' is not one of {PRECISIONS}")
+    if dla_core < -1:
+        raise ConfigError(f"dla_core {dla_core}: -1 (GPU) or a DLA core index (0 or 1 on Orin)")
+    if workspace_mb <= 0:
+        raise ConfigError(f"workspace_mb {workspace_mb} must be positive")
+    profiles = _profile(manifest, points)
+    explicit = manifest.precision == "int8"
+    if explicit and precision != "int8":
+        raise ConfigError(f"{manifest.directory} holds a Q/DQ INT8 model: build it with precision int8")
+    key = cache_key.EngineKey(manifest.sha256, tensorrt_version, compute_capability, dla_core, precision,
+                              cache_key.profile_digest(profiles))
+    folder = out_dir or manifest.directory
+    engine_path = os.path.join(folder, key.file_name())
+    stem = engine_path[: -len(cache_key.ENGINE_SUFFIX)]
+    notes = []
+    if dla_core >= 0 and precision == "fp32":
+        notes.append("DLA runs FP16 or INT8 only: FP32 layers fall back to the GPU")
+    if dla_core >= 0 and any(isinstance(d, str) for s in manifest.inputs for d in s.shape):
+        notes.append("DLA needs static shapes: layers on the dynamic point axis run on the GPU")
+    calib = None if explicit or precision != "int8" else os.path.join(folder, f"{manifest.sha256[:12]}.calib")
+    return BuildPlan(onnx_path=manifest.model_path, engine_path=engine_path, precision=precision,
+                     explicit_quantization=explicit, dla_core=dla_core, gpu_fallback=dla_core >= 0,
+                     profiles=profiles, workspace_mb=workspace_mb,
+                     timing_cache_path=os.path.join(folder, f"timing_trt{tensorrt_version}_sm"
+                                                    f"{compute_capability.replace('.', '')}.cache"),
+                     calibration_cache_path=calib, layer_info_path=stem + ".layers.json", key=key, notes=notes)
+
+
+def _shape_arg(profiles, index: int) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in shapes[index])}" for name, shapes in profiles.items())
+
+
+def trtexec_command(plan: BuildPlan) -> List[str]:
+    """The ``trtexec`` line that performs ``plan`` on the vehicle."""
+    cmd = ["trtexec", f"--onnx={plan.onnx_path}", f"--saveEngine={plan.engine_path}",
+           f"--memPoolSize=workspace:{plan.workspace_mb}M", f"--timingCacheFile={plan.timing_cache_path}",
+           f"--exportLayerInfo={plan.layer_info_path}", "--profilingVerbosity=detailed"]
+    dynamic = any(lo != hi for lo, _, hi in plan.profiles.values())
+    if dynamic:
+        cmd += [f"--minShapes={_shape_arg(plan.profiles, 0)}", f"--optShapes={_shape_arg(plan.profiles, 1)}",
+                f"--maxShapes={_shape_arg(plan.profiles, 2)}"]
+    if plan.precision in ("fp16", "int8"):
+        cmd.append("--fp16")  # INT8 builds keep FP16 for the layers that stay in float
+    if plan.precision == "int8":
+        cmd.append("--int8")
+        if plan.calibration_cache_path:
+            cmd.append(f"--calib={plan.calibration_cache_path}")
+    if plan.dla_core >= 0:
+        cmd.append(f"--useDLACore={plan.dla_core}")
+        if plan.gpu_fallback:
+            cmd.append("--allowGPUFallback")
+    return cmd
