@@ -133,7 +133,8 @@ def quantize_int8(model_path: str, out_path: str, calibration: CalibrationSet, i
     excluded += [k for k in keep_float if k != "heads"]
     pre = out_path + ".pre.onnx"
     quant_pre_process(model_path, pre, skip_symbolic_shape=True)
-    quantize_static(pre, out_path, _Reader(calibration.seeds, input_names, spec or BevSpec(), intensity_scale, z_offset_m),
+    reader = _Reader(calibration.seeds, input_names, spec or BevSpec(), intensity_scale, z_offset_m)
+    quantize_static(pre, out_path, reader,
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=True, nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax)
     import os
