@@ -91,6 +91,7 @@ class InferenceHostNode:
         self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2) \
             if self.cfg["publish_markers"] and "detection" in tasks else None
         self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
+        self.pub_seg_cloud = rospy.Publisher("/perception/segmentation_cloud", PointCloud2, queue_size=1)
         self.pub_status = rospy.Publisher("/inference_host/status", InferenceStatus, queue_size=5)
         self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
 
@@ -98,6 +99,12 @@ class InferenceHostNode:
     def _process(self, msg: PointCloud2, cloud: CloudArray) -> None:
         frame = self.host.process(cloud.points)
         self._publish(msg.header, frame)
+        seg = frame.results.get("segmentation")
+        if seg is not None and self.pub_seg_cloud.get_num_connections() > 0:  # rviz only, when watched
+            names = self.host.engine("segmentation").manifest.class_names
+            self.pub_seg_cloud.publish(messages.coloured_cloud(Header(stamp=msg.header.stamp,
+                                                                      frame_id=msg.header.frame_id),
+                                                               cloud.points, seg.labels, names))
         self._record(frame)
         for task in self.swaps.record(frame):
             rospy.logerr(f"{NODE}: {task} rolled back automatically: {self.swaps.tasks[task].message}")

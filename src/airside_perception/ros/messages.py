@@ -45,3 +45,22 @@ def occupancy_msg(header: Header, grid: np.ndarray, resolution_m: float, origin_
                        origin=Pose(position=Point(origin_x_m, origin_y_m, 0.0),
                                    orientation=Quaternion(0.0, 0.0, 0.0, 1.0)))
     return OccupancyGrid(header=header, info=info, data=np.asarray(grid, np.int8).reshape(-1).tolist())
+
+
+def coloured_cloud(header: Header, points: np.ndarray, labels: np.ndarray, class_names: Sequence[str]):
+    """An x, y, z, rgb PointCloud2 of labelled points for rviz (unlabelled points left out)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from airside_perception.classes import CLASS_COLOURS
+
+    table = np.array([[int(255 * c) for c in CLASS_COLOURS.get(n, (1.0, 1.0, 1.0))] for n in class_names], np.uint32)
+    keep = labels < len(class_names)
+    rgb = table[labels[keep]]
+    packed = ((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).view(np.float32)
+    data = np.empty((int(keep.sum()), 4), np.float32)
+    data[:, :3] = points[keep, :3]
+    data[:, 3] = packed
+    fields = [PointField("x", 0, PointField.FLOAT32, 1), PointField("y", 4, PointField.FLOAT32, 1),
+              PointField("z", 8, PointField.FLOAT32, 1), PointField("rgb", 12, PointField.FLOAT32, 1)]
+    return PointCloud2(header=header, height=1, width=len(data), fields=fields, is_bigendian=False, point_step=16,
+                       row_step=16 * len(data), data=data.tobytes(), is_dense=True)
