@@ -16,7 +16,7 @@ import rospy
 import rostest
 import yaml
 
-from airside_perception.msg import Detection3DArray, ModelStatusArray
+from airside_perception.msg import Detection3DArray, ModelStatusArray, SimplexStatus
 from airside_perception.srv import RollbackEngine, SwapEngine
 
 ROOT = os.path.join(rospkg.RosPack().get_path("airside_perception"), "test", "data", "engines")
@@ -32,6 +32,8 @@ class ModelManagerOTA(unittest.TestCase):
         cls.status = None
         rospy.Subscriber("/perception/detections", Detection3DArray, cls._on_det)
         rospy.Subscriber("/model_manager/status", ModelStatusArray, cls._on_status)
+        cls.simplex = []
+        rospy.Subscriber("/simplex/status", SimplexStatus, cls._on_simplex)
         rospy.wait_for_service("/model_manager/swap_engine", timeout=60)
         cls.swap = rospy.ServiceProxy("/model_manager/swap_engine", SwapEngine)
         cls.rollback = rospy.ServiceProxy("/model_manager/rollback_engine", RollbackEngine)
@@ -40,6 +42,11 @@ class ModelManagerOTA(unittest.TestCase):
     def _on_det(cls, msg):
         with cls.lock:
             cls.arrivals.append((time.time(), msg.model_version))
+
+    @classmethod
+    def _on_simplex(cls, msg):
+        with cls.lock:
+            cls.simplex.append((time.time(), msg.active, msg.reason))
 
     @classmethod
     def _on_status(cls, msg):
@@ -141,12 +148,23 @@ class ModelManagerOTA(unittest.TestCase):
         self.assert_serving("1.0.0-int8")
 
     def test_4_nan_engine_is_rolled_back_automatically(self):
+        start = time.time()
         out = self.swap("detection", os.path.join(ROOT, "detection", "nan_sparse"))
         self.assertTrue(out.success, "the NaN-on-sparse engine passes the dense golden inputs: " + out.message)
         s = self.detection_status(timeout_s=10.0, active_version="1.0.0-int8", state="rolled_back")
         self.assertIn("non-finite", s.message)
         self.assertIn("automatic", s.message)
         self.assert_serving("1.0.0-int8")
+        # the simplex never trusted the NaN frames and returns to the advanced path afterwards
+        deadline = time.time() + 10.0
+        while time.time() < deadline:
+            with self.lock:
+                after = [(a, r) for t, a, r in self.simplex if t > start]
+            if any(r == "non_finite_output" for _, r in after) and after[-1][0] == "advanced":
+                break
+            time.sleep(0.2)
+        self.assertIn(("baseline", "non_finite_output"), after)
+        self.assertEqual(after[-1][0], "advanced", f"simplex did not return: {after[-5:]}")
 
     def test_5_restart_keeps_the_active_version(self):
         self.swap("detection", os.path.join(ROOT, "detection", "1.0.0"))

@@ -112,7 +112,12 @@ def _export(args) -> int:
     net = {"segmentation": lambda: models.SegmentationNet(len(classes.CLASS_NAMES), mlp_hidden=tuple(args.seg_mlp)),
            "detection": lambda: models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)),
            "occupancy": lambda: models.OccupancyNet()}[args.task]()
-    net.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
+    try:
+        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        cli.fail(PROG, f"{args.checkpoint} is not a {args.task} checkpoint of this network ({first}): "
+                       "pick the task's .pt (and --seg-mlp widths it was trained with)")
     raw = os.path.join(args.engines_dir, f".{args.task}-{args.version}.raw.onnx")
     export.export_onnx(net, args.task, raw)
     import onnx

@@ -51,3 +51,13 @@ def test_nan_and_empty_input():
     pts = np.full((100, 4), np.nan, np.float32)
     r = run_baseline(pts, BaselineParams())
     assert (r.labels == 255).all() and len(r.boxes) == 0 and r.grid.shape == (200, 200)
+
+
+def test_evaluation_command_reports_ground_f1_and_person_recall():
+    from airside_perception.tools.evaluate_baseline import covered, evaluate
+
+    boxes = np.array([[0, 0, 0, 2, 1, 1, np.pi / 2]], float)
+    assert covered(np.array([[0.0, 0.8], [1.2, 0.0]]), boxes).tolist() == [True, False]
+    m = evaluate("val", 3, progress=False)
+    assert m["ground"]["f1"] > 95 and 0 <= m["person_recall_20m"] <= 100
+    assert set(m["recall_within_20m"]) >= {"person", "aircraft", "cone"}
