@@ -8,7 +8,9 @@ SHELL := /bin/bash
 ROOT    := $(CURDIR)
 VENV    := $(ROOT)/.venv
 PY      := $(VENV)/bin/python3
-WS      := $(ROOT)/.ws
+# The catkin workspace lives outside the package directory: rosrun and roslaunch search the
+# package directory for executables, and a workspace inside it would be found there too.
+WS      := $(HOME)/.cache/airside_perception/ws-$(shell printf '%s' '$(ROOT)' | md5sum | cut -c1-8)
 STAMPS  := $(ROOT)/.stamps
 RESULTS := $(ROOT)/bench_results
 PKG     := airside_perception
@@ -17,7 +19,7 @@ PKG     := airside_perception
 export PATH := $(VENV)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONDONTWRITEBYTECODE := 1
 export ROS_PYTHON_VERSION := 3
-export ROS_HOME := $(ROOT)/.ws/ros_home
+export ROS_HOME := $(WS)/ros_home
 ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
 # Sourced before every ROS command: /opt/ros/noetic on the vehicle, then the workspace.
 ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
@@ -42,7 +44,7 @@ $(STAMPS)/venv: requirements.txt requirements-dev.txt $(STAMPS)/ros-deps
 
 setup: $(STAMPS)/venv build ## install ROS packages and the venv, build the catkin workspace
 
-build: $(STAMPS)/venv ## build messages and the package (catkin_make in .ws/)
+build: $(STAMPS)/venv ## build messages and the package (catkin workspace under ~/.cache/airside_perception/)
 	@mkdir -p $(WS)/src
 	@ln -sfn $(ROOT) $(WS)/src/$(PKG)
 	cd $(WS) && $(if $(ROS_BASE),source $(ROS_BASE) &&,) catkin_make --cmake-args \
@@ -101,5 +103,5 @@ sample-bag: setup ## regenerate the bundled sample bag under test/data/
 docs: setup ## regenerate the simulator images under docs/
 	$(PY) -m $(PKG).sim render --seed 110016 --density default --out-dir docs
 
-clean: ## remove the workspace and stamps (keeps the venv)
+clean: ## remove the catkin workspace and stamps (keeps the venvs)
 	rm -rf $(WS) $(STAMPS)/ros-deps
