@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
@@ -195,13 +195,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
-
-
-def find_manifest_dir(path: str) -> str:
-    """A version directory from a path to it or to a file inside it."""
-    return path if os.path.isdir(path) else os.path.dirname(path)
-
-
-def optional_float(data: Mapping[str, Any], key: str) -> Optional[float]:
-    value = data.get(key)
-    return None if value is None else float(value)

@@ -7,7 +7,7 @@ import shutil
 from typing import Any, Dict, Mapping, Optional
 
 from airside_perception import classes
-from airside_perception.engines.manifest import Manifest, TensorSpec, sha256_of, write_manifest
+from airside_perception.engines.manifest import Manifest, sha256_of, write_manifest
 from airside_perception.errors import ManifestError
 from airside_perception.ops.bev import BevSpec
 
@@ -67,10 +67,3 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
         metrics=dict(metrics or {}), validation=validation, precision=precision, directory=target)
     write_manifest(manifest, target)
     return manifest
-
-
-def tensor_list(specs) -> str:
-    return ", ".join(t.describe() for t in specs)
-
-
-__all__ = ["package_version", "onnx_signature", "TensorSpec"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -110,7 +110,3 @@ def _detection_confidence(heat_logits: np.ndarray) -> float:
     """How decided the heatmap is: 1 when every cell is near 0 or 1, 0.5 when all are 0.5."""
     p = 1.0 / (1.0 + np.exp(-heat_logits))
     return float(np.maximum(p, 1 - p).mean())
-
-
-def timings_tuple(result: TaskResult) -> Tuple[float, float]:
-    return result.inference_ms, result.postprocess_ms

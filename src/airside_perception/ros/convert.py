@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from ros_numpy.point_cloud2 import pftype_to_nptype
@@ -43,7 +43,3 @@ def header_of(stamp, frame_id: str, seq: Optional[int] = None) -> Header:
     if seq is not None:
         header.seq = seq
     return header
-
-
-def names_list(names: Sequence[str]) -> list:
-    return [str(n) for n in names]
