@@ -32,6 +32,11 @@ def private_config(schema: Mapping[str, config.Key], node: str) -> Dict[str, Any
                         ignore=LAUNCH_PARAMS)
 
 
+def load_budget() -> config.Budget:
+    """The cycle budget named by ``~budget_file`` (default: the package's config/budget.yaml)."""
+    return config.load_budget(rospy.get_param("~budget_file", package_path("config", "budget.yaml")))
+
+
 def fail_on_bad_config(node: str, exc: ConfigError) -> None:
     rospy.logfatal(f"{node}: configuration error: {exc}")
     rospy.signal_shutdown(f"configuration error: {exc}")

@@ -39,8 +39,7 @@ class InferenceHostNode:
         common.forward_core_logging()
         try:
             self.cfg = common.private_config(node_configs.INFERENCE_HOST, NODE)
-            self.budget = config.load_budget(rospy.get_param("~budget_file", common.package_path("config",
-                                                                                                "budget.yaml")))
+            self.budget = common.load_budget()
             swap_cfg = config.parse(self.cfg["swap"], node_configs.INFERENCE_HOST_SWAP, f"{NODE}: swap")
             swap_params = SwapParams(self.cfg["backend"], self.cfg["intra_op_threads"], **swap_cfg)
         except ConfigError as exc:

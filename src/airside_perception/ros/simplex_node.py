@@ -23,7 +23,7 @@ from rospy.numpy_msg import numpy_msg
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from airside_perception import config, node_configs
+from airside_perception import node_configs
 from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, InferenceStatus, SimplexStatus
 from airside_perception.ros import common, markers
@@ -80,8 +80,7 @@ class SimplexNode:
             self.params = SimplexParams(self.cfg["deadline_ms"], self.cfg["min_confidence"],
                                         self.cfg["recovery_cycles"], self.cfg["host_timeout_ms"],
                                         self.cfg["near_field_m"])
-            self.budget = config.load_budget(rospy.get_param("~budget_file", common.package_path("config",
-                                                                                                "budget.yaml")))
+            self.budget = common.load_budget()
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
         self.state = SimplexState()

@@ -19,13 +19,13 @@ def missed_near_obstacles(advanced: np.ndarray, baseline: np.ndarray, near_field
     if len(advanced) == 0:
         return np.flatnonzero(near)
     # (A, B) tests, reduced over the advanced boxes
-    covered = _inside(advanced[:, None, :2], baseline[None, :, :], margin_m).any(axis=0)
-    covered |= _inside(baseline[None, :, :2], advanced[:, None, :], margin_m).any(axis=0)
+    covered = inside_boxes(advanced[:, None, :2], baseline[None, :, :], margin_m).any(axis=0)
+    covered |= inside_boxes(baseline[None, :, :2], advanced[:, None, :], margin_m).any(axis=0)
     return np.flatnonzero(near & ~covered)
 
 
-def _inside(points: np.ndarray, boxes: np.ndarray, margin_m: float) -> np.ndarray:
-    """points (..., 2) in boxes (..., 7), broadcast; BEV test with a margin."""
+def inside_boxes(points: np.ndarray, boxes: np.ndarray, margin_m: float) -> np.ndarray:
+    """points (..., 2) in boxes (..., 7), broadcast; BEV test with boxes grown by ``margin_m``."""
     dx = points[..., 0] - boxes[..., 0]
     dy = points[..., 1] - boxes[..., 1]
     c, s = np.cos(boxes[..., 6]), np.sin(boxes[..., 6])

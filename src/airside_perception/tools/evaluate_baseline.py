@@ -18,6 +18,7 @@ import numpy as np
 from airside_perception import classes, cli
 from airside_perception.baseline.pipeline import BaselineParams, run_baseline
 from airside_perception.sim.world import make_scan, split_seeds
+from airside_perception.simplex.fusion import inside_boxes
 from airside_perception.stats import Percentiles
 
 PROG = "airside_perception.tools.evaluate_baseline"
@@ -30,11 +31,7 @@ def covered(centres: np.ndarray, boxes: np.ndarray, margin_m: float = MARGIN_M) 
     """(M,) bool: which BEV ``centres`` (M, 2) lie in any of ``boxes`` (B, 7) grown by ``margin_m``."""
     if len(boxes) == 0 or len(centres) == 0:
         return np.zeros(len(centres), bool)
-    dx = centres[:, None, 0] - boxes[None, :, 0]
-    dy = centres[:, None, 1] - boxes[None, :, 1]
-    c, s = np.cos(boxes[None, :, 6]), np.sin(boxes[None, :, 6])
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    return ((np.abs(u) <= boxes[None, :, 3] / 2 + margin_m) & (np.abs(v) <= boxes[None, :, 4] / 2 + margin_m)).any(1)
+    return inside_boxes(centres[:, None, :], boxes[None, :, :], margin_m).any(axis=1)
 
 
 def evaluate(split: str, n_scans: int, progress: bool = True) -> Dict[str, object]:
