@@ -82,7 +82,10 @@ class SimplexFaults(unittest.TestCase):
         t, m = fallback[0]
         self.assertIn(m.reason, reasons)
         self.assertLessEqual(m.header.stamp.to_sec() - fault_t, 0.2, "the fall-back took more than a cycle")
-        self.assertLessEqual(t - m.header.stamp.to_sec(), 0.1, "decided later than 100 ms after the cloud")
+        # the simplex's own clock: this process is one of the loaded ones, and its receive time
+        # adds its own scheduling delay to the node's
+        self.assertLessEqual(m.decision_latency_ms, 100.0, "decided later than 100 ms after the cloud")
+        self.assertLessEqual(t - m.header.stamp.to_sec(), 0.3, "the decision reached this test late")
 
     def check_every_cycle(self, t0, t1):
         with self.lock:

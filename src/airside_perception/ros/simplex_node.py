@@ -3,8 +3,10 @@
 Each cloud opens a cycle keyed by its stamp. The cycle is decided as soon as the advanced
 outputs, the host's report and the baseline for that stamp are all in, and at the latest at
 ``stamp + deadline_ms``: then the baseline goes out for that cloud. The node never waits on
-the slower input. Near-field obstacles that the baseline sees and the advanced path misses
-are added in any mode.
+the slower input. A cycle whose cloud the baseline skipped (it keeps only the newest cloud
+when clouds come faster than it runs) is superseded by the newer cycle the baseline did
+process. Near-field obstacles that the baseline sees and the advanced path misses are added
+in any mode.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from airside_perception.stats import StageTimes, budget_level
 NODE = "simplex"
 KEEP_CYCLES_S = 3.0
 BASELINE_GRACE_S = 0.05  # past the deadline, a cycle without its baseline is decided anyway
+HOLD_BASELINE_S = 0.3  # such a cycle falls back to the newest baseline result this close to its stamp
 NO_INPUT_S = 1.0
 
 
@@ -88,6 +91,8 @@ class SimplexNode:
         self.cond = threading.Condition()
         self.last_report = time.monotonic() - 1e6
         self.last_decided_ns = 0
+        self.newest_baseline_ns = 0
+        self.held_baseline: Optional[Cycle] = None  # the newest cycle with a complete baseline
         self.times = StageTimes(self.cfg["stats_window"])
         self.reasons: Dict[str, int] = {}
         self.last_reason = "no_input"
@@ -140,6 +145,9 @@ class SimplexNode:
             if cycle is not None and getattr(cycle, part) is None:
                 setattr(cycle, part, msg)
                 cycle.arrivals[part] = now
+                if part.startswith("baseline") and cycle.baseline_complete():
+                    self.newest_baseline_ns = max(self.newest_baseline_ns, msg.header.stamp.to_nsec())
+                    self.held_baseline = cycle
             self.cond.notify()
 
     # ------------------------------------------------------------------ decisions
@@ -154,11 +162,14 @@ class SimplexNode:
     def _step(self) -> None:
         with self.cond:
             now = time.monotonic()
-            due = [c for k, c in sorted(self.cycles.items()) if k > self.last_decided_ns and (
-                (c.baseline_complete() and (c.advanced_complete() or now >= c.deadline))
-                or now >= c.deadline + BASELINE_GRACE_S)]
+            open_cycles = [(k, c) for k, c in sorted(self.cycles.items()) if k > self.last_decided_ns
+                           and (c.baseline_complete() or c.advanced_complete() or k >= self.newest_baseline_ns)]
+            due = [c for k, c in open_cycles if
+                   (c.baseline_complete() and (c.advanced_complete() or now >= c.deadline))
+                   or now >= c.deadline + BASELINE_GRACE_S
+                   or (k < self.newest_baseline_ns and c.advanced_complete())]
             if not due:
-                pending = [c.deadline for k, c in self.cycles.items() if k > self.last_decided_ns]
+                pending = [c.deadline for _, c in open_cycles]
                 self.cond.wait(timeout=max(0.001, min(pending) - now) if pending else 0.1)
                 return
             cycle = due[-1]  # the newest decidable cloud; older undecided ones are superseded
@@ -194,7 +205,8 @@ class SimplexNode:
         self.pub_status.publish(SimplexStatus(
             header=header, active=self.state.active, reason=reason,
             advanced_latency_ms=evidence.latency_ms if np.isfinite(evidence.latency_ms) else -1.0,
-            advanced_confidence=evidence.confidence, switches=self.state.switches))
+            advanced_confidence=evidence.confidence, switches=self.state.switches,
+            decision_latency_ms=obstacles.latency_ms))
         self.pub_markers.publish(markers.box_markers(header, "simplex", _boxes(obstacles),
                                                      [d.label_name for d in obstacles.detections],
                                                      [d.score for d in obstacles.detections], alpha=0.25))
@@ -205,6 +217,7 @@ class SimplexNode:
 
     def _outputs(self, cycle: Cycle, header: Header):
         use_advanced = self.state.active == ADVANCED and cycle.advanced is not None
+        cycle = self._with_baseline(cycle)
         baseline_boxes = _boxes(cycle.baseline)
         if use_advanced:
             out = Detection3DArray(header=header, source="advanced", model_version=cycle.advanced.model_version,
@@ -221,6 +234,18 @@ class SimplexNode:
                                    latency_ms=src.latency_ms if src else -1.0)
         out.latency_ms = float((rospy.Time.now() - header.stamp).to_sec() * 1e3)
         return out, self._grid(cycle, header, use_advanced)
+
+    def _with_baseline(self, cycle: Cycle) -> Cycle:
+        """The cycle, its missing baseline filled in by the newest one within ``HOLD_BASELINE_S``.
+
+        An empty obstacle list would say "nothing there"; the baseline of a cloud a few tens of
+        milliseconds away says much more.
+        """
+        held = self.held_baseline
+        if cycle.baseline_complete() or held is None or abs((held.stamp - cycle.stamp).to_sec()) > HOLD_BASELINE_S:
+            return cycle
+        return Cycle(cycle.stamp, cycle.frame_id, cycle.deadline, cycle.advanced, cycle.advanced_grid, cycle.report,
+                     held.baseline, held.baseline_grid, cycle.arrivals)
 
     def _grid(self, cycle: Cycle, header: Header, use_advanced: bool):
         base = cycle.baseline_grid
@@ -247,7 +272,7 @@ class SimplexNode:
                 self.last_reason = "no_input"
                 self.pub_status.publish(SimplexStatus(header=Header(stamp=rospy.Time.now()), active=self.state.active,
                                                       reason="no_input", advanced_latency_ms=-1.0,
-                                                      switches=self.state.switches))
+                                                      switches=self.state.switches, decision_latency_ms=-1.0))
             budget = self.budget.stage("safety_monitoring")
             decision = self.times.percentiles("decision")
             level = budget_level(decision.p99 if decision else float("nan"), budget, self.budget.warn_factor,
