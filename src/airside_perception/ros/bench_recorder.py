@@ -17,16 +17,15 @@ from typing import Dict, List
 import psutil
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import OccupancyGrid
 
-from airside_perception.msg import Detection3DArray, SemanticPointCloud, SimplexStatus
+from airside_perception.msg import SimplexStatus
+from airside_perception.ros.common import header_of_raw
 from airside_perception.stats import Percentiles
 
-OUTPUTS = {
-    "/perception/segmentation": SemanticPointCloud, "/perception/detections": Detection3DArray,
-    "/perception/occupancy": OccupancyGrid, "/baseline/obstacles": Detection3DArray,
-    "/perception/obstacles": Detection3DArray, "/perception/safety_grid": OccupancyGrid,
-}
+# Outputs are received raw and only their header is read: the recorder must not load the
+# machine it measures with deserializing 100k-point messages.
+OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy", "/baseline/obstacles",
+           "/perception/obstacles", "/perception/safety_grid")
 NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay")
 
 
@@ -42,26 +41,26 @@ class BenchRecorder:
         self.stamps: Dict[str, set] = {t: set() for t in OUTPUTS}
         self.simplex_active: Dict[str, int] = {}
         self.diag: Dict[str, Dict[str, str]] = {}
-        self.subs = [rospy.Subscriber(t, c, self._on_output, t, queue_size=20) for t, c in OUTPUTS.items()]
+        self.subs = [rospy.Subscriber(t, rospy.AnyMsg, self._on_output, t, queue_size=20, buff_size=1 << 24)
+                     for t in OUTPUTS]
         self.subs.append(rospy.Subscriber("/airside_av/lidar/aggregated", rospy.AnyMsg, self._on_cloud,
                                           queue_size=20, buff_size=1 << 25))
         self.subs.append(rospy.Subscriber("/simplex/status", SimplexStatus, self._on_status, queue_size=20))
         self.subs.append(rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diag, queue_size=50))
 
     def _on_cloud(self, raw) -> None:
-        from airside_perception.ros.simplex_node import header_of_raw
-
         stamp, _ = header_of_raw(raw._buff)
         if self.recording:
             with self.lock:
                 self.clouds[stamp.to_nsec()] = 1
 
-    def _on_output(self, msg, topic: str) -> None:
+    def _on_output(self, raw, topic: str) -> None:
         now = rospy.Time.now()
+        stamp, _ = header_of_raw(raw._buff)
         if self.recording:
             with self.lock:
-                self.latency[topic].append((now - msg.header.stamp).to_sec() * 1e3)
-                self.stamps[topic].add(msg.header.stamp.to_nsec())
+                self.latency[topic].append((now - stamp).to_sec() * 1e3)
+                self.stamps[topic].add(stamp.to_nsec())
 
     def _on_status(self, msg) -> None:
         if self.recording:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import rospkg
@@ -90,3 +91,12 @@ def diagnostics_msg(statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
 def ros_home_file(*parts: str) -> str:
     home = os.environ.get("ROS_HOME", os.path.join(os.path.expanduser("~"), ".ros"))
     return os.path.join(home, *parts)
+
+
+def header_of_raw(buff: bytes):
+    """(stamp, frame_id) from the serialized bytes of any message that starts with a Header.
+
+    Lets a node that needs only the stamp subscribe with ``rospy.AnyMsg`` and skip the rest.
+    """
+    _seq, secs, nsecs, length = struct.unpack_from("<IIII", buff, 0)
+    return rospy.Time(secs, nsecs), bytes(buff[16:16 + length]).decode("utf-8", "replace")

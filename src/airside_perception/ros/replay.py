@@ -14,6 +14,7 @@ from typing import Dict, List
 import rosbag
 import rospy
 
+from airside_perception import memory
 from airside_perception.ros.bag_writer import CLOUD_TOPIC
 
 NODE = "cloud_replay"
@@ -75,4 +76,5 @@ class CloudReplayNode:
 
 def main() -> None:
     rospy.init_node(NODE)
+    memory.keep_frame_buffers()
     CloudReplayNode().run()

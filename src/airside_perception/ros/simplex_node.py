@@ -11,7 +11,6 @@ in any mode.
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from rospy.numpy_msg import numpy_msg
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from airside_perception import node_configs
+from airside_perception import memory, node_configs
 from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, InferenceStatus, SimplexStatus
-from airside_perception.ros import common, markers
+from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import INPUT_TOPIC
 from airside_perception.simplex import fusion
 from airside_perception.simplex.decision import ADVANCED, Evidence, SimplexParams, SimplexState, decide
@@ -60,12 +59,6 @@ class Cycle:
 
     def baseline_complete(self) -> bool:
         return self.baseline is not None and self.baseline_grid is not None
-
-
-def header_of_raw(buff: bytes):
-    """(stamp, frame_id) from the serialized bytes of any message that starts with a Header."""
-    _seq, secs, nsecs, length = struct.unpack_from("<IIII", buff, 0)
-    return rospy.Time(secs, nsecs), buff[16:16 + length].decode("utf-8", "replace")
 
 
 def _boxes(msg: Optional[Detection3DArray]) -> np.ndarray:
@@ -131,7 +124,7 @@ class SimplexNode:
         return cycle
 
     def _on_cloud(self, raw) -> None:
-        stamp, frame_id = header_of_raw(raw._buff)
+        stamp, frame_id = common.header_of_raw(raw._buff)
         with self.cond:
             self._cycle(stamp, frame_id)
             self.cond.notify()
@@ -255,7 +248,7 @@ class SimplexNode:
             chosen = base or adv
         if chosen is None:
             return None
-        grid = OccupancyGrid(header=header, info=chosen.info, data=np.asarray(chosen.data, np.int8))
+        grid = messages.NumpyOccupancyGrid(header=header, info=chosen.info, data=np.asarray(chosen.data, np.int8))
         if use_advanced and base is not None and base.info.width == adv.info.width:
             size = adv.info.width
             mask = fusion.near_field_mask(size, adv.info.resolution, adv.info.origin.position.x,
@@ -297,5 +290,6 @@ class SimplexNode:
 
 def main() -> None:
     rospy.init_node(NODE)
+    memory.keep_frame_buffers()
     SimplexNode()
     rospy.spin()

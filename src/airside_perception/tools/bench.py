@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import psutil
 
-from airside_perception import cli
+from airside_perception import cli, memory
 from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS
 from airside_perception.ops.bev import BevSpec, encode
@@ -114,6 +114,7 @@ def report(results: Dict[str, object]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    memory.keep_frame_buffers()  # as the nodes run
     parser = cli.Parser(prog=PROG, description="Core latency benchmarks (P50 / P99 / max).")
     parser.add_argument("--engines-dir", default=os.path.abspath(DEFAULT_ENGINES))
     parser.add_argument("--version", default="1.0.0")
