@@ -43,6 +43,9 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: the cores are shared with the other
+        # engines and nodes, and a spinning thread takes a core from them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         wanted = [p for p in GPU_PROVIDERS if self.use_gpu and p in available] + ["CPUExecutionProvider"]
