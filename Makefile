@@ -90,11 +90,12 @@ bench: setup ## benchmarks: P50/P99/max of every stage and of the whole graph, i
 	@mkdir -p $(RESULTS)
 	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out $(RESULTS)/sim_scan.txt
 	$(ROS_ENV) $(PY) -m $(PKG).tools.bench --out $(RESULTS)/core.txt
-	test -f $(RESULTS)/bench_100k.bag || $(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 \
-	  --density default --compression none --out $(RESULTS)/bench_100k.bag
+	test -f $(RESULTS)/bench_100k.bag || { $(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 \
+	  --density default --compression none --out $(RESULTS)/bench_100k.bag; }
 	$(ROS_ENV) roslaunch $(PKG) bench.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/graph.txt \
 	  duration_s:=$(BENCH_S) > $(RESULTS)/graph_launch.log 2>&1 || { tail -30 $(RESULTS)/graph_launch.log; exit 1; }
 	@cat $(RESULTS)/graph.txt
+	@! grep -q '^ERROR' $(RESULTS)/graph.txt
 
 sample-bag: setup ## regenerate the bundled sample bag under test/data/
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 20 --density compact \

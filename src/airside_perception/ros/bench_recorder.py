@@ -27,6 +27,7 @@ from airside_perception.stats import Percentiles
 OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy", "/baseline/obstacles",
            "/perception/obstacles", "/perception/safety_grid")
 NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay")
+NEURAL_OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
 
 
 class BenchRecorder:
@@ -34,6 +35,7 @@ class BenchRecorder:
         self.duration_s = float(rospy.get_param("~duration_s", 60.0))
         self.warmup_s = float(rospy.get_param("~warmup_s", 5.0))
         self.out = rospy.get_param("~out")
+        self.target_ms = float(rospy.get_param("~target_p99_ms", 100.0))
         self.lock = threading.Lock()
         self.recording = False
         self.clouds: Dict[int, int] = {}
@@ -131,6 +133,14 @@ class BenchRecorder:
                 lines.append(f"  {name}: dropped {values.get('dropped (not processed in time)')}, "
                              f"rejected {values.get('rejected')}, stale {values.get('stale')}")
         result["stages"] = stages
+        worst = max((result["outputs"][t]["p99"] for t in NEURAL_OUTPUTS), default=float("nan"))
+        dropped = sum(result["outputs"][t]["dropped"] for t in NEURAL_OUTPUTS)
+        met = n_clouds > 0 and worst < self.target_ms and dropped == 0
+        result["target"] = {"p99_ms": self.target_ms, "worst_p99_ms": worst, "dropped": dropped, "met": met}
+        lines.insert(1, f"target: every neural output P99 under {self.target_ms:.0f} ms, no dropped frames: "
+                        f"{'met' if met else 'NOT met'} (worst P99 {worst:.1f} ms, {dropped} dropped)")
+        if n_clouds == 0:
+            lines.insert(0, "ERROR: no cloud arrived from the replay: see cloud_replay's log (is the bag path right?)")
         lines += ["", "simplex decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.simplex_active.items())),
                   "", "processes (CPU % of one core, averaged; peak RSS):"]
         result["simplex"] = self.simplex_active
