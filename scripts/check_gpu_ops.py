@@ -53,8 +53,9 @@ def main():
             gpu.encode(d_pts, spec)  # warm-up: kernels compile once
             cp.cuda.Device().synchronize()
             t0 = time.perf_counter()
-            g_bev, g_kept, g_cells, g_feats, g_over = gpu.encode(d_pts, spec)
+            g = gpu.encode(d_pts, spec)
             cp.cuda.Device().synchronize()
+            g_bev, g_kept, g_cells, g_feats, g_over = g.bev, g.kept, g.point_cells, g.point_features, g.overflow_points
             gpu_ms = (time.perf_counter() - t0) * 1e3
             ok = (np.array_equal(cp.asnumpy(g_kept), ref.kept) and np.array_equal(cp.asnumpy(g_cells), ref.point_cells)
                   and close(cp.asnumpy(g_bev), ref.bev) and close(cp.asnumpy(g_feats), ref.point_features)
@@ -76,8 +77,9 @@ def main():
         rows.append(("heatmap peaks", f"random trial {trial}", ok_h, float("nan"), float("nan")))
         occ = rng.normal(0, 3, size=(1, 4, 256, 256)).astype(np.float32)
         ref = occupancy.decode_occupancy(occ, 51.2, 0.4, 40.0, 0.6)
-        cells, prob = gpu.decode_occupancy(cp.asarray(occ), 40.0, 0.4, 0.6)
-        ok_o = np.array_equal(cp.asnumpy(cells), ref.cells) and close(cp.asnumpy(prob), ref.probability)
+        g_occ = gpu.decode_occupancy(cp.asarray(occ), 51.2, 0.4, 40.0, 0.6)
+        ok_o = (np.array_equal(cp.asnumpy(g_occ.cells), ref.cells)
+                and close(cp.asnumpy(g_occ.probability), ref.probability) and g_occ.origin_x_m == ref.origin_x_m)
         rows.append(("occupancy decode", f"random trial {trial}", ok_o, float("nan"), float("nan")))
         failures += [n for n, good in (("labels", ok), ("peaks", ok_h), ("occupancy", ok_o)) if not good]
     lines = [f"{'operation':18s} {'input':28s} {'equal':6s} {'NumPy ms':>9s} {'CuPy ms':>8s}"]

@@ -1,1 +1,1 @@
-"""Pre- and post-processing as plain array functions (NumPy; CuPy twins in ``gpu``)."""
+"""Pre- and post-processing as plain array functions over NumPy or CuPy (``gpu`` runs them on CuPy)."""

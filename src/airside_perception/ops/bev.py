@@ -3,6 +3,10 @@
 Each pillar (BEV cell) is summarised by fixed statistics of its points instead of a learned
 PointNet: on the vehicle's CPU fallback the learned encoder did not fit the budget, and the
 statistics carry what the 2D networks need (occupancy, heights, reflectivity).
+
+The array functions of :mod:`airside_perception.ops` take an array module ``xp``: NumPy by
+default, CuPy for device arrays (:mod:`airside_perception.ops.gpu`). One implementation serves
+both; ``scripts/check_gpu_ops.py`` proves on a CUDA GPU that CuPy gives NumPy's results.
 """
 
 from __future__ import annotations
@@ -62,16 +66,35 @@ class BevInput:
     overflow_pillars: int
 
 
-def crop(points: np.ndarray, spec: BevSpec) -> np.ndarray:
+def scatter_max(xp, target, index, values) -> None:
+    """``target[index] = max(target[index], values)``, repeated indices included."""
+    if xp is np:
+        np.maximum.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_max(target, index, values)
+
+
+def scatter_min(xp, target, index, values) -> None:
+    if xp is np:
+        np.minimum.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_min(target, index, values)
+
+
+def crop(points, spec: BevSpec, xp=np):
     """Indices of the finite points of ``(N, 4)`` inside the grid and height range."""
     h = spec.half_extent_m
-    with np.errstate(invalid="ignore"):
-        inside = ((np.abs(points[:, 0]) < h) & (np.abs(points[:, 1]) < h)
+    with np.errstate(invalid="ignore"):  # NaN compares False: NaN rows fall out here
+        inside = ((xp.abs(points[:, 0]) < h) & (xp.abs(points[:, 1]) < h)
                   & (points[:, 2] >= spec.z_min_m) & (points[:, 2] < spec.z_max_m))
-    return np.flatnonzero(inside & np.isfinite(points[:, 3]))
+    return xp.flatnonzero(inside & xp.isfinite(points[:, 3]))
 
 
-def encode(points: np.ndarray, spec: BevSpec) -> BevInput:
+def encode(points, spec: BevSpec, xp=np) -> BevInput:
     """Encodes ``(N, 4)`` float32 x, y, z, intensity (base_link) into the shared BEV input.
 
     bev channels: occupied, log(1 + count) / 4, max z / 4, min z / 4, mean z / 4,
@@ -79,33 +102,33 @@ def encode(points: np.ndarray, spec: BevSpec) -> BevInput:
     point features: z - pillar min z, z - pillar mean z, intensity / 255, z / 4, range / 50.
     """
     s = spec.size
-    kept = crop(points, spec)
+    kept = crop(points, spec, xp)
     p = points[kept]
-    ix = ((p[:, 0] + spec.half_extent_m) / spec.resolution_m).astype(np.int64)
-    iy = ((p[:, 1] + spec.half_extent_m) / spec.resolution_m).astype(np.int64)
-    np.clip(ix, 0, s - 1, out=ix)
-    np.clip(iy, 0, s - 1, out=iy)
+    ix = ((p[:, 0] + spec.half_extent_m) / spec.resolution_m).astype(xp.int64)
+    iy = ((p[:, 1] + spec.half_extent_m) / spec.resolution_m).astype(xp.int64)
+    xp.clip(ix, 0, s - 1, out=ix)
+    xp.clip(iy, 0, s - 1, out=iy)
     cells = iy * s + ix
-    count = np.bincount(cells, minlength=s * s)
+    count = xp.bincount(cells, minlength=s * s)
     overflow_pillars = 0
     overflow_points = 0
-    n_pillars = int(np.count_nonzero(count))
+    n_pillars = int(xp.count_nonzero(count))
     if n_pillars > spec.max_pillars:
-        cells, kept, p, count, overflow_pillars, overflow_points = _cap_pillars(cells, kept, p, count, spec)
+        cells, kept, p, count, overflow_pillars, overflow_points = _cap_pillars(cells, kept, p, count, spec, xp)
     z, inten = p[:, 2], p[:, 3]
-    zmax = np.full(s * s, -np.inf, np.float32)
-    zmin = np.full(s * s, np.inf, np.float32)
-    imax = np.zeros(s * s, np.float32)
-    np.maximum.at(zmax, cells, z)
-    np.minimum.at(zmin, cells, z)
-    np.maximum.at(imax, cells, inten)
-    occ = np.flatnonzero(count)  # only occupied pillars are summarised
-    n = count[occ].astype(np.float32)
-    zsum = np.bincount(cells, weights=z, minlength=s * s)
-    isum = np.bincount(cells, weights=inten, minlength=s * s)
+    zmax = xp.full(s * s, -xp.inf, xp.float32)
+    zmin = xp.full(s * s, xp.inf, xp.float32)
+    imax = xp.zeros(s * s, xp.float32)
+    scatter_max(xp, zmax, cells, z)
+    scatter_min(xp, zmin, cells, z)
+    scatter_max(xp, imax, cells, inten)
+    occ = xp.flatnonzero(count)  # only occupied pillars are summarised
+    n = count[occ].astype(xp.float32)
+    zsum = xp.bincount(cells, weights=z.astype(xp.float64), minlength=s * s)
+    isum = xp.bincount(cells, weights=inten.astype(xp.float64), minlength=s * s)
     zmin_pt = zmin[cells]
-    above = np.bincount(cells, weights=(z - zmin_pt) > 0.2, minlength=s * s)
-    bev = np.zeros((N_BEV_FEATURES, s * s), np.float32)
+    above = xp.bincount(cells, weights=((z - zmin_pt) > 0.2).astype(xp.float64), minlength=s * s)
+    bev = xp.zeros((N_BEV_FEATURES, s * s), xp.float32)
     zmean_occ = zsum[occ] / n
     bev[0, occ] = 1.0
     bev[1, occ] = np.log1p(n) / 4.0
@@ -115,28 +138,28 @@ def encode(points: np.ndarray, spec: BevSpec) -> BevInput:
     bev[5, occ] = imax[occ] / 255.0
     bev[6, occ] = isum[occ] / n / 255.0
     bev[7, occ] = above[occ] / n
-    zmean = np.zeros(s * s, np.float32)
+    zmean = xp.zeros(s * s, xp.float32)
     zmean[occ] = zmean_occ
-    feats = np.empty((len(p), N_POINT_FEATURES), np.float32)
+    feats = xp.empty((len(p), N_POINT_FEATURES), xp.float32)
     feats[:, 0] = z - zmin_pt
     feats[:, 1] = z - zmean[cells]
     feats[:, 2] = inten / 255.0
     feats[:, 3] = z / 4.0
-    feats[:, 4] = np.sqrt(p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1]) / 50.0
+    feats[:, 4] = xp.sqrt(p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1]) / 50.0
     return BevInput(bev.reshape(1, N_BEV_FEATURES, s, s), kept, cells, feats, len(points),
                     overflow_points, overflow_pillars)
 
 
-def _cap_pillars(cells, kept, p, count, spec: BevSpec) -> Tuple:
+def _cap_pillars(cells, kept, p, count, spec: BevSpec, xp=np) -> Tuple:
     """Keeps the ``max_pillars`` pillars nearest the vehicle; the rest are counted as overflow."""
     s = spec.size
-    occupied = np.flatnonzero(count)
-    cy, cx = np.divmod(occupied, s)
+    occupied = xp.flatnonzero(count)
+    cy, cx = xp.divmod(occupied, s)
     dist = (cx - s / 2 + 0.5) ** 2 + (cy - s / 2 + 0.5) ** 2
-    keep_cells = occupied[np.argsort(dist, kind="stable")[: spec.max_pillars]]
-    allowed = np.zeros(s * s, bool)
+    keep_cells = occupied[xp.argsort(dist, kind="stable")[: spec.max_pillars]]
+    allowed = xp.zeros(s * s, bool)
     allowed[keep_cells] = True
     mask = allowed[cells]
     dropped_points = int((~mask).sum())
-    new_count = np.where(allowed, count, 0)
+    new_count = xp.where(allowed, count, 0)
     return (cells[mask], kept[mask], p[mask], new_count, len(occupied) - spec.max_pillars, dropped_points)

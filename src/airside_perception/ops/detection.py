@@ -44,14 +44,14 @@ class Boxes:
         return Boxes(np.zeros((0, 7), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
-def heatmap_peaks(heat: np.ndarray) -> np.ndarray:
+def heatmap_peaks(heat: np.ndarray, xp=np) -> np.ndarray:
     """``(C, H, W)`` probabilities -> mask of 3x3 local maxima (CenterPoint's max-pool NMS)."""
-    padded = np.pad(heat, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    padded = xp.pad(heat, ((0, 0), (1, 1), (1, 1)), constant_values=-xp.inf)
     h, w = heat.shape[1:]
     pooled = heat.copy()
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
-            np.maximum(pooled, padded[:, dy:dy + h, dx:dx + w], out=pooled)
+            xp.maximum(pooled, padded[:, dy:dy + h, dx:dx + w], out=pooled)
     return heat >= pooled
 
 

@@ -19,7 +19,7 @@ class OccupancyGrid2D:
 
 
 def decode_occupancy(logits: np.ndarray, bev_half_extent_m: float, resolution_m: float,
-                     out_half_extent_m: float, threshold: float) -> OccupancyGrid2D:
+                     out_half_extent_m: float, threshold: float, xp=np) -> OccupancyGrid2D:
     """``(1, Z, S, S)`` logits over the BEV grid -> the centre ``out_half_extent_m`` crop.
 
     A cell is occupied when any height bin's probability exceeds ``threshold``.
@@ -28,7 +28,7 @@ def decode_occupancy(logits: np.ndarray, bev_half_extent_m: float, resolution_m:
     out = int(round(2 * out_half_extent_m / resolution_m))
     start = (size - out) // 2
     top = logits[0, :, start:start + out, start:start + out].max(axis=0)
-    prob = 1.0 / (1.0 + np.exp(-top))
-    cells = np.where(prob > threshold, 100, 0).astype(np.int8)
+    prob = 1.0 / (1.0 + xp.exp(-top))
+    cells = xp.where(prob > threshold, 100, 0).astype(xp.int8)
     origin = -bev_half_extent_m + start * resolution_m
-    return OccupancyGrid2D(cells, prob.astype(np.float32), resolution_m, origin, origin)
+    return OccupancyGrid2D(cells, prob.astype(xp.float32), resolution_m, origin, origin)
