@@ -105,10 +105,11 @@ class ModelManagerOTA(unittest.TestCase):
         with open(GAP_REPORT, "w") as fh:
             fh.write(report + "\n")
         print(report)
-        # no missing cycle: every cloud of the swap has its detections, and no silence of two cycles
+        # no missing cycle: every cloud of the swap has its detections, and outputs kept coming
+        # at the cycle (a missed cycle at 10 Hz would leave a gap of 200 ms)
         self.assertGreater(len(clouds), 3)
         self.assertEqual(missed, [], f"clouds without detections during the swap: {report}")
-        self.assertLess(gap_ms, 200.0)
+        self.assertLess(gap_ms, 150.0, report)
         s = self.detection_status(active_version="1.0.0-int8", state="serving")
         self.assertEqual(s.fallback_version, "1.0.0")
         self.assert_serving("1.0.0-int8")
