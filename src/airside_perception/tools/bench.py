@@ -21,13 +21,24 @@ import psutil
 from airside_perception import cli, memory
 from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS
+from airside_perception.errors import AirsideError
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
 from airside_perception.stats import Percentiles
 
 PROG = "airside_perception.tools.bench"
-DEFAULT_ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
+PACKAGE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..")
+DEFAULT_ENGINES = os.path.join(PACKAGE_DIR, "engines")
+HOST_CONFIG = os.path.join(PACKAGE_DIR, "config", "inference_host.yaml")
+
+
+def configured_versions(path: str = HOST_CONFIG) -> Dict[str, str]:
+    """The versions the inference host starts with (``versions`` of its config)."""
+    import yaml
+
+    with open(path) as fh:
+        return {t: str(v) for t, v in yaml.safe_load(fh)["versions"].items()}
 
 
 def timed(fn: Callable[[int], object], n: int, warmup: int = 3) -> Percentiles:
@@ -41,22 +52,24 @@ def timed(fn: Callable[[int], object], n: int, warmup: int = 3) -> Percentiles:
     return Percentiles.of(times)
 
 
-def run(engines_dir: str, version: str, backend: str, n_runs: int, n_clouds: int, threads: int) -> Dict[str, object]:
+def run(engines_dir: str, versions: Dict[str, str], backend: str, n_runs: int, n_clouds: int,
+        threads: int) -> Dict[str, object]:
     clouds = [make_scan(int(s)).points for s in split_seeds("test", n_clouds)]
     spec = BevSpec()
     results: Dict[str, object] = {"points_mean": float(np.mean([len(c) for c in clouds])),
-                                  "cpu_count": os.cpu_count(), "backend": backend, "version": version}
+                                  "cpu_count": os.cpu_count(), "backend": backend, "versions": versions,
+                                  "threads": threads}
     rows: Dict[str, Percentiles] = {}
     rows["preprocessing (pillar encoding)"] = timed(lambda i: encode(clouds[i % n_clouds], spec), n_runs)
     encoded = [encode(c, spec) for c in clouds]
     process = psutil.Process()
     for task in TASKS:
-        manifest = store.load_version(engines_dir, task, version)
+        manifest = store.load_version(engines_dir, task, versions[task])
         engine = store.open_engine(manifest, backend, intra_op_threads=threads)
         rows[f"{task} (inference + post, {threads} thread{'s' if threads > 1 else ''})"] = timed(
             lambda i, e=engine: e.run(encoded[i % n_clouds]), n_runs)
         engine.close()
-    host = PerceptionHost([store.open_engine(store.load_version(engines_dir, t, version), backend, 1)
+    host = PerceptionHost([store.open_engine(store.load_version(engines_dir, t, versions[t]), backend, threads)
                            for t in TASKS])
     rss_before = process.memory_info().rss
     rows["all three, host frame (concurrent, preprocessing shared)"] = timed(
@@ -103,8 +116,10 @@ def _simplex(n: int) -> Percentiles:
 
 
 def report(results: Dict[str, object]) -> str:
+    engines = ", ".join(f"{t} {v}" for t, v in results["versions"].items())
     lines = [f"core benchmark: {results['points_mean']:.0f} points per cloud (mean), backend {results['backend']}, "
-             f"engines {results['version']}, {results['cpu_count']} CPUs", ""]
+             f"{results['cpu_count']} CPUs, {results['threads']} ONNX Runtime threads per engine",
+             f"engines: {engines}", ""]
     width = max(len(k) for k in results["rows"])
     for name, r in results["rows"].items():
         lines.append(f"  {name:{width}s}  P50 {r['p50']:7.2f} ms  P99 {r['p99']:7.2f} ms  max {r['max']:7.2f} ms")
@@ -117,14 +132,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     memory.keep_frame_buffers()  # as the nodes run
     parser = cli.Parser(prog=PROG, description="Core latency benchmarks (P50 / P99 / max).")
     parser.add_argument("--engines-dir", default=os.path.abspath(DEFAULT_ENGINES))
-    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--version", help="this version of every task (default: the versions in "
+                        "config/inference_host.yaml, as the inference host starts)")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
     parser.add_argument("--runs", type=cli.positive_int, default=100)
     parser.add_argument("--clouds", type=cli.positive_int, default=10)
-    parser.add_argument("--threads", type=cli.positive_int, default=2, help="ONNX Runtime threads per engine alone")
+    parser.add_argument("--threads", type=cli.positive_int, default=2,
+                        help="ONNX Runtime threads per engine (config/inference_host.yaml: intra_op_threads)")
     parser.add_argument("--out", type=cli.writable_file, default="bench_results/core.txt")
     args = parser.parse_args(argv)
-    results = run(args.engines_dir, args.version, args.backend, args.runs, args.clouds, args.threads)
+    versions = {t: args.version for t in TASKS} if args.version else configured_versions()
+    try:
+        results = run(args.engines_dir, versions, args.backend, args.runs, args.clouds, args.threads)
+    except AirsideError as exc:
+        cli.fail(PROG, str(exc))
     text = report(results)
     print(text, end="")
     with open(args.out, "w") as fh:

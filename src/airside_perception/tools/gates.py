@@ -5,6 +5,10 @@ segmentation mIoU drop < 3, person IoU drop < 1, aircraft IoU drop < 2; detectio
 < 3, person AP drop < 1, aircraft AP drop < 2; occupancy IoU drop < 3; for segmentation and
 detection no person within 20 m that the baseline finds and the candidate misses; warm P99
 latency within the task's budget; no inference failure over N consecutive frames.
+
+Latency is measured apart from the accuracy pass, each engine alone and warm, on
+default-density (about 100k-point) clouds of the split: interleaved with the other engine
+and with new scans, the P99 mostly measured the caches.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from airside_perception.tools.metrics import DetectionMeter, OccupancyMeter, Seg
 
 NEAR_M = 20.0
 MIN_PERSON_POINTS = 5
+LATENCY_CLOUDS = 8
+LATENCY_RUNS = 200
+LATENCY_WARMUP = 5
 
 
 @dataclass(frozen=True)
@@ -61,16 +68,14 @@ def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: fl
 
 
 class _Run:
-    """Metrics, latencies and near-field persons of one engine."""
+    """Metrics and near-field persons of one engine."""
 
     def __init__(self, task: str):
         self.task = task
         self.seg, self.det, self.occ = SegmentationMeter(), DetectionMeter(), OccupancyMeter()
-        self.latency_ms: List[float] = []
         self.persons: Set[Tuple[int, int]] = set()
 
-    def add(self, scan: Scan, engine: TaskEngine, result: TaskResult, elapsed_ms: float) -> None:
-        self.latency_ms.append(elapsed_ms)
+    def add(self, scan: Scan, engine: TaskEngine, result: TaskResult) -> None:
         if self.task == "segmentation":
             self.seg.add(scan.labels, result.labels)
         elif self.task == "detection":
@@ -115,9 +120,7 @@ def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frame
         scan = make_scan(int(seed))
         x = encode(scan.points, candidate.bev_spec)
         for name, engine in (("baseline", baseline), ("candidate", candidate)):
-            start = time.perf_counter()
-            result = engine.run(x)
-            runs[name].add(scan, engine, result, (time.perf_counter() - start) * 1e3)
+            runs[name].add(scan, engine, engine.run(x))
     base, cand = runs["baseline"].summary(), runs["candidate"].summary()
     gates = _drop_gates(task, base, cand)
     if task != "occupancy":
@@ -125,9 +128,14 @@ def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frame
         gates.append(Gate("no_new_person_misses_20m", not lost, float(len(lost)), 0.0,
                           f"{len(runs['baseline'].persons)} near persons found by the baseline; candidate misses "
                           f"{len(lost)} of them" + (f" (seed, object): {lost[:10]}" if lost else "")))
-    p99 = Percentiles.of(runs["candidate"].latency_ms[2:]).p99
+    clouds = [encode(make_scan(int(seed)).points, candidate.bev_spec) for seed in
+              split_seeds(split, min(n_scans, LATENCY_CLOUDS))]
+    latency = {name: _latency(engine, clouds, progress) for name, engine in
+               (("baseline", baseline), ("candidate", candidate))}
+    p99 = Percentiles.of(latency["candidate"]).p99
     gates.append(Gate("latency_p99_ms", bool(p99 <= budget_ms), round(p99, 2), budget_ms,
-                      f"warm P99 {p99:.1f} ms on this machine against the {budget_ms:.0f} ms budget"))
+                      f"warm P99 {p99:.1f} ms over {LATENCY_RUNS} runs on this machine against the "
+                      f"{budget_ms:.0f} ms budget (baseline engine {Percentiles.of(latency['baseline']).p99:.1f} ms)"))
     failures, longest_ok = _soak(candidate, n_frames, progress)
     gates.append(Gate("no_inference_failure", failures == 0, float(failures), 0.0,
                       f"{failures} failed or non-finite frames of {n_frames} consecutive ones"))
@@ -135,8 +143,22 @@ def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frame
             "candidate_sha256": candidate.manifest.sha256, "split": split, "scans": n_scans, "frames": n_frames,
             "passed": all(g.passed for g in gates), "gates": [asdict(g) for g in gates],
             "baseline_metrics": base, "candidate_metrics": cand,
-            "latency_ms": {k: r.latency_ms for k, r in runs.items()},
+            "latency_ms": latency,
             "confusion": runs["candidate"].seg.confusion.tolist() if task == "segmentation" else None}
+
+
+def _latency(engine: TaskEngine, clouds: List, progress: bool) -> List[float]:
+    """Milliseconds of inference and post-processing per cloud, the engine alone and warm."""
+    from tqdm import tqdm
+
+    for i in range(LATENCY_WARMUP):
+        engine.run(clouds[i % len(clouds)])
+    out = []
+    for i in tqdm(range(LATENCY_RUNS), desc=f"gates: latency {engine.version}", disable=not progress, unit="run"):
+        start = time.perf_counter()
+        engine.run(clouds[i % len(clouds)])
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
 
 
 def _soak(engine: TaskEngine, n_frames: int, progress: bool) -> Tuple[int, int]:
