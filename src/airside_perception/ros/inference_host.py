@@ -7,6 +7,7 @@ Nothing a cloud contains can stop the worker.
 
 from __future__ import annotations
 
+import time
 from typing import Dict, Optional
 
 import rospy
@@ -19,7 +20,7 @@ from visualization_msgs.msg import MarkerArray
 
 from airside_perception import classes, config, node_configs
 from airside_perception.cloud import CloudArray
-from airside_perception.engines import store
+from airside_perception.engines import golden, store
 from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.swap import SwapController, SwapParams
 from airside_perception.errors import AirsideError, ConfigError
@@ -32,6 +33,7 @@ from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngin
 from airside_perception.stats import ERROR, StageTimes, budget_level
 
 NODE = "inference_host"
+WARM_UP_ROUNDS = 2
 
 
 class InferenceHostNode:
@@ -58,6 +60,7 @@ class InferenceHostNode:
         self._publish_engines()
         self.srv_load = rospy.Service("/inference_host/load_engine", LoadEngine, self._on_load_engine)
         self.srv_rollback = rospy.Service("/inference_host/rollback_engine", RollbackEngine, self._on_rollback)
+        self._warm_up()
         self.worker = CloudWorker(NODE, self._process, self.cfg["max_points"], self.cfg["max_input_age_ms"],
                                   self.times)
         self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
@@ -78,6 +81,24 @@ class InferenceHostNode:
                 manifest = store.load_version(self.engines_root, task, fallback)
                 return store.open_engine(manifest, self.cfg["backend"], self.cfg["intra_op_threads"])
             raise
+
+    def _warm_up(self) -> None:
+        """Runs the golden clouds through every engine before the first real cloud, so that the
+        first frames do not pay for the engines' first allocations (and supersede clouds)."""
+        clouds = []
+        for task in self.host.tasks:
+            try:
+                clouds = golden.load_golden(self.host.engine(task).manifest)
+                break
+            except AirsideError:
+                continue
+        start = time.perf_counter()
+        for _ in range(WARM_UP_ROUNDS):
+            for cloud in clouds:
+                self.host.process(cloud)
+        if clouds:
+            rospy.loginfo(f"{NODE}: engines warmed up on {len(clouds)} golden clouds in "
+                          f"{(time.perf_counter() - start) * 1e3:.0f} ms")
 
     def _pubs(self) -> None:
         tasks = self.host.tasks
