@@ -10,7 +10,7 @@ from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
-from airside_perception import config, node_configs
+from airside_perception import config, memory, node_configs
 from airside_perception.baseline.ground import GroundParams
 from airside_perception.baseline.pipeline import BASELINE_CLASSES, BaselineParams, run_baseline
 from airside_perception.cloud import CloudArray
@@ -89,5 +89,6 @@ class BaselineNode:
 
 def main() -> None:
     rospy.init_node(NODE)
+    memory.keep_frame_buffers()
     BaselineNode()
     rospy.spin()

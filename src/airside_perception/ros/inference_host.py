@@ -18,7 +18,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from airside_perception import classes, config, node_configs
+from airside_perception import classes, config, memory, node_configs
 from airside_perception.cloud import CloudArray
 from airside_perception.engines import golden, store
 from airside_perception.engines.active import ActiveVersions
@@ -252,6 +252,7 @@ def _budget_message(p, budget_ms: float) -> str:
 
 def main(argv: Optional[list] = None) -> None:
     rospy.init_node(NODE)
+    memory.keep_frame_buffers()  # before the engines allocate anything
     InferenceHostNode()
     rospy.spin()
 
