@@ -26,7 +26,7 @@ from airside_perception.stats import Percentiles
 # machine it measures with deserializing 100k-point messages.
 OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy", "/baseline/obstacles",
            "/perception/obstacles", "/perception/safety_grid")
-NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay")
+NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay", "bench_recorder")
 NEURAL_OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
 
 
