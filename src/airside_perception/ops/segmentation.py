@@ -14,7 +14,7 @@ def softmax_max(logits: np.ndarray, xp=np) -> Tuple[np.ndarray, np.ndarray]:
     probability.
 
     Works on the transposed logits with whole-row vector operations: NumPy reduces along a
-    short last axis element by element. On 110k x 9 logits this takes 1.3 ms against 6.7 ms
+    short last axis element by element. On 110k x 9 logits this takes 1.7 ms against 6.7 ms
     for ``argmax(axis=1)`` and a softmax.
     """
     rows = xp.array(logits.T, xp.float32, order="C", copy=True)  # (C, K), ours to overwrite
