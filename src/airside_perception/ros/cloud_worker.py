@@ -14,7 +14,6 @@ from typing import Callable, Dict, List
 import rospy
 from sensor_msgs.msg import PointCloud2
 
-from airside_perception import memory
 from airside_perception.cloud import CloudArray
 from airside_perception.errors import AirsideError
 from airside_perception.ros import common, convert
@@ -31,7 +30,6 @@ class CloudWorker:
     def __init__(self, node: str, process: Callable[[PointCloud2, CloudArray], None], max_points: int,
                  max_input_age_ms: float, times: StageTimes):
         self.node = node
-        memory.keep_frame_buffers()  # per-frame arrays stay on the heap: no page faults each frame
         self.process = process
         self.max_points = max_points
         self.max_input_age_ms = max_input_age_ms
