@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from dataclasses import dataclass
-from typing import Deque, Dict, Iterable, Optional
+from typing import Callable, Deque, Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -28,6 +29,22 @@ class Percentiles:
 
     def line(self, unit: str = "ms") -> str:
         return f"P50 {self.p50:.1f} {unit}  P99 {self.p99:.1f} {unit}  max {self.max:.1f} {unit}  (n={self.count})"
+
+
+def time_calls(fn: Callable[[int], object], n: int, warmup: int = 3,
+               steps: Callable[[int], Iterable[int]] = range) -> List[float]:
+    """Milliseconds of ``fn(i)`` for i in ``steps(n)``, after ``warmup`` untimed calls.
+
+    ``steps`` may wrap ``range`` in a progress bar.
+    """
+    for i in range(warmup):
+        fn(i)
+    times: List[float] = []
+    for i in steps(n):
+        start = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def budget_level(p99_ms: float, budget_ms: float, warn_factor: float, error_factor: float) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -25,7 +24,7 @@ from airside_perception.errors import AirsideError
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
-from airside_perception.stats import Percentiles
+from airside_perception.stats import Percentiles, time_calls
 
 PROG = "airside_perception.tools.bench"
 PACKAGE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..")
@@ -42,14 +41,7 @@ def configured_versions(path: str = HOST_CONFIG) -> Dict[str, str]:
 
 
 def timed(fn: Callable[[int], object], n: int, warmup: int = 3) -> Percentiles:
-    for i in range(warmup):
-        fn(i)
-    times: List[float] = []
-    for i in range(n):
-        start = time.perf_counter()
-        fn(i)
-        times.append((time.perf_counter() - start) * 1e3)
-    return Percentiles.of(times)
+    return Percentiles.of(time_calls(fn, n, warmup))
 
 
 def run(engines_dir: str, versions: Dict[str, str], backend: str, n_runs: int, n_clouds: int,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -26,7 +25,7 @@ from airside_perception.engines.manifest import Manifest
 from airside_perception.ops.bev import encode
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
 from airside_perception.sim.world import Scan, make_scan, split_seeds
-from airside_perception.stats import Percentiles
+from airside_perception.stats import Percentiles, time_calls
 from airside_perception.tools.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
 
 NEAR_M = 20.0
@@ -151,14 +150,9 @@ def _latency(engine: TaskEngine, clouds: List, progress: bool) -> List[float]:
     """Milliseconds of inference and post-processing per cloud, the engine alone and warm."""
     from tqdm import tqdm
 
-    for i in range(LATENCY_WARMUP):
-        engine.run(clouds[i % len(clouds)])
-    out = []
-    for i in tqdm(range(LATENCY_RUNS), desc=f"gates: latency {engine.version}", disable=not progress, unit="run"):
-        start = time.perf_counter()
-        engine.run(clouds[i % len(clouds)])
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
+    return time_calls(lambda i: engine.run(clouds[i % len(clouds)]), LATENCY_RUNS, LATENCY_WARMUP,
+                      lambda n: tqdm(range(n), desc=f"gates: latency {engine.version}", disable=not progress,
+                                     unit="run"))
 
 
 def _soak(engine: TaskEngine, n_frames: int, progress: bool) -> Tuple[int, int]:
