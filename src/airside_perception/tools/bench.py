@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import psutil
 
-from airside_perception import cli, memory
+from airside_perception import cli, config, memory, node_configs
 from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError
@@ -33,11 +33,10 @@ HOST_CONFIG = os.path.join(PACKAGE_DIR, "config", "inference_host.yaml")
 
 
 def configured_versions(path: str = HOST_CONFIG) -> Dict[str, str]:
-    """The versions the inference host starts with (``versions`` of its config)."""
-    import yaml
-
-    with open(path) as fh:
-        return {t: str(v) for t, v in yaml.safe_load(fh)["versions"].items()}
+    """The versions the inference host starts with (``versions`` of its config, checked as the
+    node checks it)."""
+    cfg = config.parse(config.load_yaml(path), node_configs.INFERENCE_HOST, path)
+    return {t: str(v) for t, v in cfg["versions"].items()}
 
 
 def timed(fn: Callable[[int], object], n: int, warmup: int = 3) -> Percentiles:
@@ -133,8 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="ONNX Runtime threads per engine (config/inference_host.yaml: intra_op_threads)")
     parser.add_argument("--out", type=cli.writable_file, default="bench_results/core.txt")
     args = parser.parse_args(argv)
-    versions = {t: args.version for t in TASKS} if args.version else configured_versions()
     try:
+        versions = {t: args.version for t in TASKS} if args.version else configured_versions()
         results = run(args.engines_dir, versions, args.backend, args.runs, args.clouds, args.threads)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
