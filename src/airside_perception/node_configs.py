@@ -5,6 +5,14 @@ from __future__ import annotations
 from airside_perception.config import Key
 from airside_perception.engines.manifest import TASKS
 
+# Keys every node with diagnostics has
+DIAGNOSTICS_PERIOD_S = Key(float, "period of /diagnostics", lo=0.1, hi=60.0)
+
+
+def stats_window(of: str = "frames") -> Key:
+    return Key(int, f"{of} in rolling statistics", lo=10, hi=100_000)
+
+
 INFERENCE_HOST = {
     "tasks": Key(list, "tasks this process hosts", item_choices=TASKS, min_items=1),
     "versions": Key(dict, "version of each task when no state file names one"),
@@ -12,8 +20,8 @@ INFERENCE_HOST = {
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_input_age_ms": Key(float, "older clouds are dropped as stale", lo=1.0, hi=60_000.0),
     "publish_markers": Key(bool, "publish rviz markers of the detections"),
-    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
-    "stats_window": Key(int, "frames in rolling statistics", lo=10, hi=100_000),
+    "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
+    "stats_window": stats_window(),
     "engines_dir": Key(str, "engines root; empty for the package's engines/"),
     "backend": Key(str, "engine backend", choices=("auto", "onnxruntime", "tensorrt")),
     "state_file": Key(str, "file of active versions; empty for the default under ROS_HOME"),
@@ -32,14 +40,14 @@ MODEL_MANAGER = {
     "host_service_timeout_s": Key(float, "longest wait for the inference host to load and validate", lo=1.0,
                                   hi=600.0),
     "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
-    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
+    "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
 }
 
 BASELINE = {
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_processing_time_ms": Key(float, "P99 budget of one cloud", lo=1.0, hi=1000.0),
-    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
-    "stats_window": Key(int, "frames in rolling statistics", lo=10, hi=100_000),
+    "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
+    "stats_window": stats_window(),
     "ground": Key(dict, "ground fit"),
     "clusters": Key(dict, "obstacle clustering"),
     "occupancy": Key(dict, "occupancy grid"),
@@ -72,6 +80,6 @@ SIMPLEX = {
     "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),
     "host_timeout_ms": Key(float, "silence after which the inference host counts as dead", lo=50.0, hi=60_000.0),
     "near_field_m": Key(float, "radius of the baseline safety net", lo=0.0, hi=200.0),
-    "diagnostics_period_s": Key(float, "period of /diagnostics", lo=0.1, hi=60.0),
-    "stats_window": Key(int, "cycles in rolling statistics", lo=10, hi=100_000),
+    "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
+    "stats_window": stats_window("cycles"),
 }
