@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
 import numpy as np
@@ -237,8 +237,7 @@ class SimplexNode:
         held = self.held_baseline
         if cycle.baseline_complete() or held is None or abs((held.stamp - cycle.stamp).to_sec()) > HOLD_BASELINE_S:
             return cycle
-        return Cycle(cycle.stamp, cycle.frame_id, cycle.deadline, cycle.advanced, cycle.advanced_grid, cycle.report,
-                     held.baseline, held.baseline_grid, cycle.arrivals)
+        return replace(cycle, baseline=held.baseline, baseline_grid=held.baseline_grid)
 
     def _grid(self, cycle: Cycle, header: Header, use_advanced: bool):
         base = cycle.baseline_grid
