@@ -26,6 +26,7 @@ class Key:
     choices: Optional[Tuple[Any, ...]] = None
     item_choices: Optional[Tuple[Any, ...]] = None  # for list values
     min_items: int = 0
+    min_length: int = 0  # for str values
 
     def allowed(self) -> str:
         if self.choices is not None:
@@ -52,6 +53,8 @@ def _check(name: str, key: Key, value: Any, where: str) -> Any:
         if bad or len(value) < key.min_items or len(set(value)) != len(value):
             raise ConfigError(f"{where}: '{name}' = {value!r} must be {key.allowed()}, "
                               f"at least {key.min_items}, no repeats ({key.doc})")
+    if key.kind is str and len(value.strip()) < key.min_length:
+        raise ConfigError(f"{where}: '{name}' = {value!r} must not be empty ({key.doc})")
     if key.lo is not None and value < key.lo or key.hi is not None and value > key.hi:
         raise ConfigError(f"{where}: '{name}' = {value!r} is out of range: {key.allowed()} ({key.doc})")
     return value

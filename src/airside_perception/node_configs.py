@@ -13,12 +13,20 @@ def stats_window(of: str = "frames") -> Key:
     return Key(int, f"{of} in rolling statistics", lo=10, hi=100_000)
 
 
+# Keys of every node that reads clouds
+TARGET_FRAME = Key(str, "frame of every output; clouds in another frame are transformed with tf2", min_length=1)
+INTENSITY_MAX = Key(float, "largest intensity the driver reports (1.0 for 0..1, 255.0 for 0..255)", lo=1e-6,
+                    hi=1e9)
+
+
 INFERENCE_HOST = {
     "tasks": Key(list, "tasks this process hosts", item_choices=TASKS, min_items=1),
     "versions": Key(dict, "version of each task when no state file names one"),
     "intra_op_threads": Key(int, "ONNX Runtime threads per engine", lo=1, hi=64),
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_input_age_ms": Key(float, "older clouds are dropped as stale", lo=1.0, hi=60_000.0),
+    "target_frame": TARGET_FRAME,
+    "intensity_max": INTENSITY_MAX,
     "publish_markers": Key(bool, "publish rviz markers of the detections"),
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
     "stats_window": stats_window(),
@@ -46,6 +54,7 @@ MODEL_MANAGER = {
 BASELINE = {
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_processing_time_ms": Key(float, "P99 budget of one cloud", lo=1.0, hi=1000.0),
+    "target_frame": TARGET_FRAME,
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
     "stats_window": stats_window(),
     "ground": Key(dict, "ground fit"),
@@ -80,6 +89,7 @@ SIMPLEX = {
     "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),
     "host_timeout_ms": Key(float, "silence after which the inference host counts as dead", lo=50.0, hi=60_000.0),
     "near_field_m": Key(float, "radius of the baseline safety net", lo=0.0, hi=200.0),
+    "target_frame": TARGET_FRAME,
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
     "stats_window": stats_window("cycles"),
 }

@@ -62,7 +62,7 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
         outputs=outputs,
         preprocessing={"encoder": "pillar_statistics", "half_extent_m": bev.half_extent_m,
                        "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
-                       "max_pillars": bev.max_pillars},
+                       "max_pillars": bev.max_pillars, "intensity_max": bev.intensity_max},
         postprocessing=DEFAULT_POSTPROCESSING[task], class_names=tuple(CLASS_NAMES[task]),
         metrics=dict(metrics or {}), validation=validation, precision=precision, directory=target)
     write_manifest(manifest, target)

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 from airside_perception.engines import cache_key
 from airside_perception.engines.manifest import TASKS, Manifest, load_manifest, signature_differences
 from airside_perception.errors import ManifestError, SwapError
+from airside_perception.frames import ENGINE_INTENSITY_MAX
 
 GATE_REPORT = "gate_report.json"
 
@@ -59,14 +60,19 @@ def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, req
     if diffs:
         raise SwapError(f"{task} {candidate.version} breaks the task's input/output contract: " + "; ".join(diffs)
                         + ": re-export it with the serving version's signature")
-    if dict(candidate.preprocessing) != dict(serving.preprocessing):
-        raise SwapError(f"{task} {candidate.version} needs preprocessing {dict(candidate.preprocessing)}, the "
-                        f"host runs {dict(serving.preprocessing)}: all hosted engines share one BEV grid")
+    if _preprocessing(candidate) != _preprocessing(serving):
+        raise SwapError(f"{task} {candidate.version} needs preprocessing {_preprocessing(candidate)}, the "
+                        f"host runs {_preprocessing(serving)}: all hosted engines share one BEV grid")
     if trt_identity is not None:
         _check_tensorrt_engine(candidate, *trt_identity)
     if require_gate_report:
         _check_gate_report(candidate)
     return candidate
+
+
+def _preprocessing(manifest: Manifest) -> dict:
+    """The manifest's preprocessing with the defaults older manifests leave out."""
+    return {"intensity_max": ENGINE_INTENSITY_MAX, **dict(manifest.preprocessing)}
 
 
 def _check_tensorrt_engine(candidate: Manifest, trt_version: str, capability: str) -> None:

@@ -31,6 +31,7 @@ class BevSpec:
     z_min_m: float = -3.0
     z_max_m: float = 13.0
     max_pillars: int = 40000
+    intensity_max: float = 255.0  # the engines' intensity range is 0..intensity_max
 
     def __post_init__(self):
         size = 2 * self.half_extent_m / self.resolution_m
@@ -41,6 +42,8 @@ class BevSpec:
             raise ConfigError(f"z_max_m {self.z_max_m} must exceed z_min_m {self.z_min_m}")
         if self.max_pillars <= 0:
             raise ConfigError(f"max_pillars {self.max_pillars} must be positive")
+        if not self.intensity_max > 0:
+            raise ConfigError(f"intensity_max {self.intensity_max} must be positive")
 
     @property
     def size(self) -> int:
@@ -98,8 +101,9 @@ def encode(points, spec: BevSpec, xp=np) -> BevInput:
     """Encodes ``(N, 4)`` float32 x, y, z, intensity (base_link) into the shared BEV input.
 
     bev channels: occupied, log(1 + count) / 4, max z / 4, min z / 4, mean z / 4,
-    max intensity / 255, mean intensity / 255, share of points 0.2 m above the pillar floor.
-    point features: z - pillar min z, z - pillar mean z, intensity / 255, z / 4, range / 50.
+    max intensity / I, mean intensity / I, share of points 0.2 m above the pillar floor.
+    point features: z - pillar min z, z - pillar mean z, intensity / I, z / 4, range / 50;
+    I is ``spec.intensity_max`` (255 for the shipped engines).
     """
     s = spec.size
     kept = crop(points, spec, xp)
@@ -135,15 +139,15 @@ def encode(points, spec: BevSpec, xp=np) -> BevInput:
     bev[2, occ] = zmax[occ] / 4.0
     bev[3, occ] = zmin[occ] / 4.0
     bev[4, occ] = zmean_occ / 4.0
-    bev[5, occ] = imax[occ] / 255.0
-    bev[6, occ] = isum[occ] / n / 255.0
+    bev[5, occ] = imax[occ] / spec.intensity_max
+    bev[6, occ] = isum[occ] / n / spec.intensity_max
     bev[7, occ] = above[occ] / n
     zmean = xp.zeros(s * s, xp.float32)
     zmean[occ] = zmean_occ
     feats = xp.empty((len(p), N_POINT_FEATURES), xp.float32)
     feats[:, 0] = z - zmin_pt
     feats[:, 1] = z - xp.take(zmean, cells)
-    feats[:, 2] = inten / 255.0
+    feats[:, 2] = inten / spec.intensity_max
     feats[:, 3] = z / 4.0
     feats[:, 4] = xp.sqrt(p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1]) / 50.0
     return BevInput(bev.reshape(1, N_BEV_FEATURES, s, s), kept, cells, feats, len(points),

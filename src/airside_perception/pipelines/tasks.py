@@ -10,6 +10,7 @@ import numpy as np
 
 from airside_perception.backends.base import Backend
 from airside_perception.engines.manifest import Manifest
+from airside_perception.frames import ENGINE_INTENSITY_MAX
 from airside_perception.errors import ConfigError, InferenceError
 from airside_perception.ops import segmentation as seg_ops
 from airside_perception.ops.bev import BevInput, BevSpec
@@ -21,7 +22,8 @@ def bev_spec_of(manifest: Manifest) -> BevSpec:
     p = manifest.preprocessing
     try:
         return BevSpec(half_extent_m=float(p["half_extent_m"]), resolution_m=float(p["resolution_m"]),
-                       z_min_m=float(p["z_min_m"]), z_max_m=float(p["z_max_m"]), max_pillars=int(p["max_pillars"]))
+                       z_min_m=float(p["z_min_m"]), z_max_m=float(p["z_max_m"]), max_pillars=int(p["max_pillars"]),
+                       intensity_max=float(p.get("intensity_max", ENGINE_INTENSITY_MAX)))
     except KeyError as exc:
         raise ConfigError(f"{manifest.directory}: preprocessing lacks {exc}") from None
 

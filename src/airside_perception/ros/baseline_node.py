@@ -7,7 +7,6 @@ import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rospy.numpy_msg import numpy_msg
-from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from airside_perception import config, memory, node_configs
@@ -17,7 +16,7 @@ from airside_perception.cloud import CloudArray
 from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, SemanticPointCloud
 from airside_perception.ros import common, messages
-from airside_perception.ros.cloud_worker import CloudWorker
+from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
 from airside_perception.stats import StageTimes, budget_level
 
 NODE = "baseline"
@@ -49,13 +48,13 @@ class BaselineNode:
         self.pub_obs = rospy.Publisher("/baseline/obstacles", Detection3DArray, queue_size=2)
         self.pub_occ = rospy.Publisher("/baseline/occupancy", numpy_msg(OccupancyGrid), queue_size=2)
         self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
-        self.worker = CloudWorker(NODE, self._process, self.cfg["max_points"], MAX_INPUT_AGE_MS, self.times)
+        intake = IntakeParams(self.cfg["max_points"], MAX_INPUT_AGE_MS, self.cfg["target_frame"])
+        self.worker = CloudWorker(NODE, self._process, intake, self.times)
         self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
         rospy.on_shutdown(self.close)
 
-    def _process(self, msg: PointCloud2, cloud: CloudArray) -> None:
+    def _process(self, header: Header, cloud: CloudArray) -> None:
         result = run_baseline(cloud.points, self.params)
-        header = Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id)
         latency_ms = (rospy.Time.now() - header.stamp).to_sec() * 1e3
         scores = np.where(result.labels == 255, 0.0, 1.0).astype(np.float32)
         self.pub_seg.publish(messages.semantic_msg(header, result.labels, scores, BASELINE_CLASSES, "ransac",

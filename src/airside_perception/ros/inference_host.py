@@ -24,11 +24,12 @@ from airside_perception.engines import golden, store
 from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.swap import SwapController, SwapParams
 from airside_perception.errors import AirsideError, ConfigError
+from airside_perception.frames import IntensityScale
 from airside_perception.msg import Detection3DArray, InferenceStatus, ModelStatus, ModelStatusArray, SemanticPointCloud
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 from airside_perception.ros import common, markers, messages
-from airside_perception.ros.cloud_worker import CloudWorker
+from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
 from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
 from airside_perception.stats import ERROR, StageTimes, budget_level
 
@@ -61,8 +62,9 @@ class InferenceHostNode:
         self.srv_load = rospy.Service("/inference_host/load_engine", LoadEngine, self._on_load_engine)
         self.srv_rollback = rospy.Service("/inference_host/rollback_engine", RollbackEngine, self._on_rollback)
         self._warm_up()
-        self.worker = CloudWorker(NODE, self._process, self.cfg["max_points"], self.cfg["max_input_age_ms"],
-                                  self.times)
+        intake = IntakeParams(self.cfg["max_points"], self.cfg["max_input_age_ms"], self.cfg["target_frame"],
+                              IntensityScale(self.cfg["intensity_max"], self.host.bev_spec.intensity_max))
+        self.worker = CloudWorker(NODE, self._process, intake, self.times)
         self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
         rospy.on_shutdown(self.close)
         rospy.loginfo(f"{NODE}: serving {', '.join(f'{t} {self.host.engine(t).version}' for t in self.host.tasks)}"
@@ -116,15 +118,13 @@ class InferenceHostNode:
         self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
 
     # ------------------------------------------------------------------ input
-    def _process(self, msg: PointCloud2, cloud: CloudArray) -> None:
+    def _process(self, header: Header, cloud: CloudArray) -> None:
         frame = self.host.process(cloud.points)
-        self._publish(msg.header, frame)
+        self._publish(header, frame)
         seg = frame.results.get("segmentation")
         if seg is not None and self.pub_seg_cloud.get_num_connections() > 0:  # rviz only, when watched
             names = self.host.engine("segmentation").manifest.class_names
-            self.pub_seg_cloud.publish(messages.coloured_cloud(Header(stamp=msg.header.stamp,
-                                                                      frame_id=msg.header.frame_id),
-                                                               cloud.points, seg.labels, names))
+            self.pub_seg_cloud.publish(messages.coloured_cloud(header, cloud.points, seg.labels, names))
         self._record(frame)
         for task in self.swaps.record(frame):
             rospy.logerr(f"{NODE}: {task} rolled back automatically: {self.swaps.tasks[task].message}")

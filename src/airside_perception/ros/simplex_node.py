@@ -124,9 +124,9 @@ class SimplexNode:
         return cycle
 
     def _on_cloud(self, raw) -> None:
-        stamp, frame_id = common.header_of_raw(raw._buff)
+        stamp, _ = common.header_of_raw(raw._buff)
         with self.cond:
-            self._cycle(stamp, frame_id)
+            self._cycle(stamp, self.cfg["target_frame"])
             self.cond.notify()
 
     def _on_part(self, msg, part: str) -> None:
@@ -134,7 +134,7 @@ class SimplexNode:
         with self.cond:
             if part == "report":
                 self.last_report = now
-            cycle = self._cycle(msg.header.stamp, msg.header.frame_id)
+            cycle = self._cycle(msg.header.stamp, self.cfg["target_frame"])
             if cycle is not None and getattr(cycle, part) is None:
                 setattr(cycle, part, msg)
                 cycle.arrivals[part] = now
