@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from airside_perception.errors import ConfigError
-from airside_perception.frames import (IntensityScale, is_identity, parse_sensor_pose, pose_from_xyz_rpy,
-                                       pose_matrix, transform_points)
+from airside_perception.frames import (
+    IntensityScale,
+    is_identity,
+    parse_sensor_pose,
+    pose_from_xyz_rpy,
+    pose_matrix,
+    transform_points,
+)
 from airside_perception.ops.bev import BevSpec, encode
 
 

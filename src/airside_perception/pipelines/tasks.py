@@ -10,8 +10,8 @@ import numpy as np
 
 from airside_perception.backends.base import Backend
 from airside_perception.engines.manifest import Manifest
-from airside_perception.frames import ENGINE_INTENSITY_MAX
 from airside_perception.errors import ConfigError, InferenceError
+from airside_perception.frames import ENGINE_INTENSITY_MAX
 from airside_perception.ops import segmentation as seg_ops
 from airside_perception.ops.bev import BevInput, BevSpec
 from airside_perception.ops.detection import Boxes, DecodeParams, decode_centerpoint
