@@ -56,6 +56,7 @@ class Manifest:
     validation: Mapping[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     format_version: int = FORMAT_VERSION
+    monitor: Mapping[str, Any] = field(default_factory=dict)  # distribution-shift limits, engine_tool calibrate-monitor
     directory: str = ""
 
     @property
@@ -127,7 +128,15 @@ def parse_manifest(data: Any, directory: str, source: str = MANIFEST_NAME) -> Ma
         postprocessing=data.get("postprocessing") or {},
         class_names=tuple(str(c) for c in _require(data, "class_names", list, source)),
         metrics=data.get("metrics") or {}, validation=data.get("validation") or {},
-        precision=str(model.get("precision", "fp32")), format_version=fmt, directory=directory)
+        precision=str(model.get("precision", "fp32")), format_version=fmt, directory=directory,
+        monitor=_optional_mapping(data, "monitor", source))
+
+
+def _optional_mapping(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: '{key}' must be a mapping, got {value!r}")
+    return value
 
 
 def load_manifest(version_dir: str, verify_checksum: bool = True) -> Manifest:
@@ -181,6 +190,8 @@ def write_manifest(manifest: Manifest, version_dir: str) -> str:
         "class_names": list(manifest.class_names), "metrics": _plain(manifest.metrics),
         "validation": dict(manifest.validation),
     }
+    if manifest.monitor:
+        data["monitor"] = _plain(manifest.monitor)
     path = os.path.join(version_dir, MANIFEST_NAME)
     with open(path, "w") as fh:
         yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None, width=110)

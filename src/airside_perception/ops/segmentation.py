@@ -11,7 +11,14 @@ from airside_perception.classes import UNLABELLED
 
 def softmax_max(logits: np.ndarray, xp=np) -> Tuple[np.ndarray, np.ndarray]:
     """``(K, C)`` logits -> (K,) uint8 argmax (the first of equal maxima) and (K,) float32 its
-    probability.
+    probability."""
+    labels, probability, _ = softmax_top(logits, xp)
+    return labels, probability
+
+
+def softmax_top(logits: np.ndarray, xp=np) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(K, C)`` logits -> (K,) uint8 argmax, (K,) float32 its probability and (K,) float32
+    the largest logit itself (which, unlike the probability, does not saturate).
 
     Works on the transposed logits with whole-row vector operations: NumPy reduces along a
     short last axis element by element. On 110k x 9 logits this takes 1.7 ms against 6.7 ms
@@ -31,7 +38,7 @@ def softmax_max(logits: np.ndarray, xp=np) -> Tuple[np.ndarray, np.ndarray]:
     labels = (n_classes - 1 - first).astype(xp.uint8)
     rows -= top
     xp.exp(rows, out=rows)
-    return labels, xp.reciprocal(rows.sum(axis=0)).astype(xp.float32, copy=False)
+    return labels, xp.reciprocal(rows.sum(axis=0)).astype(xp.float32, copy=False), top
 
 
 def scatter_labels(kept: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_points: int, xp=np):

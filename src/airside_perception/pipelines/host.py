@@ -18,6 +18,7 @@ import numpy as np
 from airside_perception.errors import AirsideError, ConfigError
 from airside_perception.ops.bev import BevInput, BevSpec, encode
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
+from airside_perception.pipelines.trust import TrustScore, input_features
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +35,14 @@ class FrameResult:
     n_encoded: int
     overflow_points: int
     versions: Dict[str, str] = field(default_factory=dict)
+    input_features: Dict[str, float] = field(default_factory=dict)  # trust monitor statistics of the cloud
+    trust: Dict[str, TrustScore] = field(default_factory=dict)  # per task with a calibrated monitor
+    monitor_ms: float = 0.0
+
+    def features(self, task: str) -> Dict[str, float]:
+        """Every monitor statistic of ``task`` for this cloud (input and the task's outputs)."""
+        result = self.results.get(task)
+        return {**self.input_features, **(result.features if result is not None else {})}
 
 
 class EngineSlot:
@@ -90,9 +99,14 @@ class PerceptionHost:
             except Exception as exc:  # an engine bug must not stop the other tasks
                 LOG.exception("task %s failed", task)
                 errors[task] = f"{type(exc).__name__}: {exc}"
-        total_ms = (time.perf_counter() - start) * 1e3
-        return FrameResult(results, errors, pre_ms, total_ms, len(points), len(bev.kept), bev.overflow_points,
-                           {t: e.version for t, e in engines.items()})
+        monitor_start = time.perf_counter()
+        stats = input_features(bev, self.bev_spec)
+        trust = {task: engines[task].monitor.score({**stats, **result.features})
+                 for task, result in results.items() if engines[task].monitor is not None}
+        end = time.perf_counter()
+        return FrameResult(results, errors, pre_ms, (end - start) * 1e3, len(points), len(bev.kept),
+                           bev.overflow_points, {t: e.version for t, e in engines.items()}, stats, trust,
+                           (end - monitor_start) * 1e3)
 
     def engine(self, task: str) -> Optional[TaskEngine]:
         slot = self.slots.get(task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from airside_perception.ops import segmentation as seg_ops
 from airside_perception.ops.bev import BevInput, BevSpec
 from airside_perception.ops.detection import Boxes, DecodeParams, decode_centerpoint
 from airside_perception.ops.occupancy import OccupancyGrid2D, decode_occupancy
+from airside_perception.pipelines import trust
 
 
 def bev_spec_of(manifest: Manifest) -> BevSpec:
@@ -41,6 +42,7 @@ class TaskResult:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     boxes: Boxes = field(default_factory=Boxes.empty)
     grid: Any = None  # OccupancyGrid2D for occupancy
+    features: Dict[str, float] = field(default_factory=dict)  # output statistics for the trust monitor
 
 
 def _check_finite(outputs: Mapping[str, np.ndarray], manifest: Manifest) -> None:
@@ -58,6 +60,9 @@ class TaskEngine:
         self.task = manifest.task
         self.version = manifest.version
         self.bev_spec = bev_spec_of(manifest)
+        self.monitor: Optional[trust.MonitorCalibration] = (
+            trust.MonitorCalibration.from_dict(manifest.monitor, f"{manifest.directory}/manifest.yaml")
+            if manifest.monitor else None)
         post = manifest.postprocessing
         try:
             if self.task == "detection":
@@ -91,24 +96,27 @@ class TaskEngine:
 
     def _postprocess(self, outputs: Mapping[str, np.ndarray], bev: BevInput) -> Dict[str, Any]:
         if self.task == "segmentation":
-            labels, scores = seg_ops.softmax_max(outputs["point_logits"])
+            labels, scores, top = seg_ops.softmax_top(outputs["point_logits"])
             all_labels, all_scores = seg_ops.scatter_labels(bev.kept, labels, scores, bev.n_input)
             confidence = float(scores.mean()) if len(scores) else 1.0
-            return {"labels": all_labels, "scores": all_scores, "confidence": confidence}
+            return {"labels": all_labels, "scores": all_scores, "confidence": confidence,
+                    "features": trust.segmentation_features(top, scores)}
         if self.task == "detection":
-            boxes = decode_centerpoint(outputs["heatmap"], outputs["regression"], self.decode)
-            return {"boxes": boxes, "confidence": _detection_confidence(outputs["heatmap"])}
+            heat = outputs["heatmap"]
+            boxes = decode_centerpoint(heat, outputs["regression"], self.decode)
+            p = 1.0 / (1.0 + np.exp(-heat))
+            flat = heat.reshape(-1)
+            peaks = np.partition(flat, len(flat) - trust.DETECTION_PEAKS)[-trust.DETECTION_PEAKS:] \
+                if len(flat) > trust.DETECTION_PEAKS else flat
+            return {"boxes": boxes, "confidence": float(np.maximum(p, 1 - p).mean()),
+                    "features": trust.cell_features("det", p.max(axis=1), peaks)}
         grid: OccupancyGrid2D = decode_occupancy(outputs["occupancy_logits"], self.bev_spec.half_extent_m,
                                                  self.bev_spec.resolution_m, self.occ_half_extent_m,
                                                  self.occ_threshold)
         p = grid.probability
-        return {"grid": grid, "confidence": float(np.maximum(p, 1 - p).mean())}
+        return {"grid": grid, "confidence": float(np.maximum(p, 1 - p).mean()),
+                "features": trust.cell_features("occ", p)}
 
     def close(self) -> None:
         self.backend.deactivate()
 
-
-def _detection_confidence(heat_logits: np.ndarray) -> float:
-    """How decided the heatmap is: 1 when every cell is near 0 or 1, 0.5 when all are 0.5."""
-    p = 1.0 / (1.0 + np.exp(-heat_logits))
-    return float(np.maximum(p, 1 - p).mean())

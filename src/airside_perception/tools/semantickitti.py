@@ -1,0 +1,123 @@
+"""A vehicle team's own labelled scans, in the SemanticKITTI layout.
+
+    DIR/velodyne/000000.bin      float32 x, y, z, intensity per point (sensor frame)
+    DIR/labels/000000.label      uint32 per point, semantic id in the low 16 bits
+                                 (or DIR/velodyne/000000.label beside the scan)
+
+A class map (``config/class_maps/*.yaml``: ``{name: .., labels: {<source id>: <airside
+class>}}``) turns source ids into airside classes; ids it does not list are ignored in
+scoring (label 255). Scans are moved into base_link by the sensor pose and their intensity
+into the engines' range, like the nodes do with tf2 and ``intensity_max``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import yaml
+
+from airside_perception import classes
+from airside_perception.errors import ConfigError
+from airside_perception.frames import IntensityScale, transform_points
+
+DATA_PREFIX = "semantickitti:"
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Source label id -> airside class id (255: not scored)."""
+
+    name: str
+    lookup: np.ndarray  # (65536,) uint8
+
+    def apply(self, source_ids: np.ndarray) -> np.ndarray:
+        return self.lookup[source_ids & 0xFFFF]
+
+
+def load_class_map(path: str) -> ClassMap:
+    if not os.path.isfile(path):
+        raise ConfigError(f"class map {path} does not exist: pass a YAML file like config/class_maps/semantickitti.yaml")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"class map {path} is not valid YAML ({exc}): fix the file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or not data["labels"]:
+        raise ConfigError(f"class map {path} must be a mapping {{name: .., labels: {{<source id>: <airside class>}}}}")
+    lookup = np.full(1 << 16, classes.UNLABELLED, np.uint8)
+    for source, target in data["labels"].items():
+        if isinstance(source, bool) or not isinstance(source, int) or not 0 <= source < (1 << 16):
+            raise ConfigError(f"class map {path}: source id {source!r} must be an integer in [0, 65535]")
+        if target not in classes.CLASS_IDS:
+            raise ConfigError(f"class map {path}: id {source} maps to unknown class '{target}': use one of "
+                              f"{list(classes.CLASS_NAMES)}")
+        lookup[source] = classes.CLASS_IDS[target]
+    return ClassMap(str(data.get("name", os.path.basename(path))), lookup)
+
+
+@dataclass(frozen=True)
+class LabelledScan:
+    """points (N, 4) float32 base_link, engine intensity range; labels (N,) uint8 airside class or 255."""
+
+    name: str
+    points: np.ndarray
+    labels: np.ndarray
+
+
+def data_dir(spec: str) -> str:
+    """``semantickitti:DIR`` -> DIR, checked."""
+    if not spec.startswith(DATA_PREFIX):
+        raise ConfigError(f"--data '{spec}' must be written semantickitti:DIR")
+    root = spec[len(DATA_PREFIX):]
+    if not os.path.isdir(os.path.join(root, "velodyne")):
+        raise ConfigError(f"{root} has no velodyne/ directory: point --data at a directory holding velodyne/*.bin "
+                          "(and labels/*.label)")
+    return root
+
+
+def scan_files(root: str, need_labels: bool = True) -> List[Tuple[str, Optional[str]]]:
+    """(scan, label) paths, sorted; a missing label is an error when ``need_labels``."""
+    scans = sorted(glob.glob(os.path.join(root, "velodyne", "*.bin")))
+    if not scans:
+        raise ConfigError(f"{root}/velodyne holds no *.bin scans")
+    out = []
+    for scan in scans:
+        stem = os.path.splitext(os.path.basename(scan))[0]
+        label = next((p for p in (os.path.join(root, "labels", stem + ".label"),
+                                  os.path.splitext(scan)[0] + ".label") if os.path.isfile(p)), None)
+        if label is None and need_labels:
+            raise ConfigError(f"no label file for {scan}: expected {root}/labels/{stem}.label or {stem}.label "
+                              "beside the scan")
+        out.append((scan, label))
+    return out
+
+
+def read_scans(root: str, class_map: Optional[ClassMap], sensor_pose: np.ndarray, scale: IntensityScale,
+               need_labels: bool = True) -> Iterator[LabelledScan]:
+    """Every scan of ``root`` in base_link with its airside labels (all 255 without labels)."""
+    for scan, label in scan_files(root, need_labels):
+        raw = np.fromfile(scan, dtype="<f4")
+        if raw.size % 4:
+            raise ConfigError(f"{scan}: {raw.size * 4} bytes is not a whole number of float32 x y z i records")
+        points = raw.reshape(-1, 4).astype(np.float32)
+        labels = np.full(len(points), classes.UNLABELLED, np.uint8)
+        if label is not None and class_map is not None:
+            ids = np.fromfile(label, dtype="<u4")
+            if len(ids) != len(points):
+                raise ConfigError(f"{label} has {len(ids)} labels for {len(points)} points in {scan}: "
+                                  "the label file belongs to another scan")
+            labels = class_map.apply(ids)
+        transform_points(points, sensor_pose)
+        scale.apply(points)
+        yield LabelledScan(os.path.basename(scan), points, labels)
+
+
+def class_counts(scans: Iterator[LabelledScan]) -> Dict[str, int]:
+    counts = np.zeros(256, np.int64)
+    for s in scans:
+        counts += np.bincount(s.labels, minlength=256)
+    return {classes.CLASS_NAMES[i]: int(counts[i]) for i in range(len(classes.CLASS_NAMES))}
