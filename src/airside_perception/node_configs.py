@@ -89,6 +89,8 @@ SIMPLEX = {
     "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),
     "host_timeout_ms": Key(float, "silence after which the inference host counts as dead", lo=50.0, hi=60_000.0),
     "near_field_m": Key(float, "radius of the baseline safety net", lo=0.0, hi=200.0),
+    "min_trust": Key(float, "lowest accepted trust of the host's distribution-shift monitor", lo=0.0, hi=1.0),
+    "ood_cycles": Key(int, "cycles in a row below min_trust before out_of_distribution", lo=1, hi=1000),
     "target_frame": TARGET_FRAME,
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
     "stats_window": stats_window("cycles"),

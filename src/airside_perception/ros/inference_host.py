@@ -28,10 +28,11 @@ from airside_perception.frames import IntensityScale
 from airside_perception.msg import Detection3DArray, InferenceStatus, ModelStatus, ModelStatusArray, SemanticPointCloud
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
+from airside_perception.pipelines.trust import TrustScore
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
 from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
-from airside_perception.stats import ERROR, StageTimes, budget_level
+from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
 
 NODE = "inference_host"
 WARM_UP_ROUNDS = 2
@@ -55,6 +56,8 @@ class InferenceHostNode:
         self.counts: Dict[str, int] = {"overflow_frames": 0, "overflow_points": 0}
         self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
         self.last_error: Dict[str, str] = {}
+        self.last_trust: Dict[str, TrustScore] = {}
+        self.ood_frames: Dict[str, int] = {t: 0 for t in self.host.tasks}
         self._pubs()
         self.swaps = SwapController(self.host, self.active, self.engines_root, self.budget, swap_params,
                                     on_change=self._publish_engines)
@@ -175,10 +178,13 @@ class InferenceHostNode:
         latency_ms = self._latency_ms(header)
         self.times.add("end_to_end", latency_ms)
         tasks = self.host.tasks
+        trust = [frame.trust.get(t) for t in tasks]
         self.pub_status.publish(InferenceStatus(
             header=header, tasks=tasks, versions=[frame.versions.get(t, "") for t in tasks],
             confidences=[frame.results[t].confidence if t in frame.results else 0.0 for t in tasks],
-            errors=[frame.errors.get(t, "") for t in tasks], latency_ms=latency_ms))
+            errors=[frame.errors.get(t, "") for t in tasks], latency_ms=latency_ms,
+            trust=[s.trust if s else 1.0 for s in trust], ood_scores=[s.score if s else 0.0 for s in trust],
+            ood_worst=[s.worst if s else "" for s in trust]))
 
     def _record(self, frame: FrameResult) -> None:
         if frame.overflow_points:
@@ -186,6 +192,10 @@ class InferenceHostNode:
             self.counts["overflow_points"] += frame.overflow_points
         self.times.add("preprocessing", frame.preprocess_ms)
         self.times.add("frame", frame.total_ms)
+        self.times.add("monitor", frame.monitor_ms)
+        for task, score in frame.trust.items():
+            self.last_trust[task] = score
+            self.ood_frames[task] += score.is_out_of_distribution
         for task, result in frame.results.items():
             self.times.add(f"{task}/inference", result.inference_ms)
             self.times.add(f"{task}/postprocess", result.postprocess_ms)
@@ -214,6 +224,7 @@ class InferenceHostNode:
                                   "budget (ms)": b.stage("preprocessing")}))
         for task in self.host.tasks:
             out.append(self._task_status(task))
+        out.append(self._shift_status())
         e2e = self.times.percentiles("end_to_end")
         level = budget_level(e2e.p99 if e2e else float("nan"), b.cycle_ms, b.warn_factor, b.error_factor)
         out.append(common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
@@ -238,6 +249,26 @@ class InferenceHostNode:
         if self.task_errors[task]:
             level, message = ERROR, f"{self.task_errors[task]} failed frames; last: {self.last_error[task]}"
         return common.status(f"{NODE}: {task}", level, message, values)
+
+    def _shift_status(self):
+        """The distribution-shift monitor: trust of the last cloud per task, frames flagged."""
+        values = {"monitor time": common.percentile_values("monitor", self.times.percentiles("monitor"))}
+        values = dict(values.pop("monitor time"))
+        flagged = []
+        for task in self.host.tasks:
+            score = self.last_trust.get(task)
+            if self.host.engine(task).monitor is None:
+                values[f"{task} trust"] = "no monitor in the manifest (engine_tool calibrate-monitor)"
+                continue
+            if score is None:
+                continue
+            values[f"{task} trust"] = f"{score.trust:.2f} (score {score.score:.2f}, worst {score.worst or '-'})"
+            values[f"{task} frames out of distribution"] = self.ood_frames[task]
+            if score.is_out_of_distribution:
+                flagged.append(f"{task} ({score.worst})")
+        level = WARN if flagged else OK
+        message = ("last cloud out of distribution: " + ", ".join(flagged)) if flagged else "inputs look like training"
+        return common.status(f"{NODE}: distribution shift", level, message, values)
 
     def close(self) -> None:
         self.worker.close()

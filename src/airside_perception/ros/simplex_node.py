@@ -75,7 +75,7 @@ class SimplexNode:
             self.cfg = common.private_config(node_configs.SIMPLEX, NODE)
             self.params = SimplexParams(self.cfg["deadline_ms"], self.cfg["min_confidence"],
                                         self.cfg["recovery_cycles"], self.cfg["host_timeout_ms"],
-                                        self.cfg["near_field_m"])
+                                        self.cfg["near_field_m"], self.cfg["min_trust"], self.cfg["ood_cycles"])
             self.budget = common.load_budget()
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
@@ -89,6 +89,7 @@ class SimplexNode:
         self.times = StageTimes(self.cfg["stats_window"])
         self.reasons: Dict[str, int] = {}
         self.last_reason = "no_input"
+        self.last_shift = ""  # the statistic that last put a cycle out of distribution
         self.last_decision = time.monotonic()
         self.pub_obs = rospy.Publisher("/perception/obstacles", Detection3DArray, queue_size=5)
         self.pub_grid = rospy.Publisher("/perception/safety_grid", numpy_msg(OccupancyGrid), queue_size=5)
@@ -178,10 +179,17 @@ class SimplexNode:
         on_time = all(a is not None and a <= cycle.deadline for a in arrived)
         latency_ms = report.latency_ms if report else float("nan")
         confidence = float(min(report.confidences)) if report and report.confidences else 0.0
+        trust = 1.0
+        if report and report.trust:
+            k = int(np.argmin(report.trust))
+            trust = float(report.trust[k])
+            if trust < self.params.min_trust and k < len(report.ood_worst):
+                self.last_shift = f"{report.tasks[k]}: {report.ood_worst[k]} (score {report.ood_scores[k]:.2f})"
         boxes = _boxes(cycle.advanced)
         return Evidence(has_output=cycle.advanced_complete(), on_time=on_time, latency_ms=latency_ms,
                         confidence=confidence, engine_error="; ".join(errors) or None,
-                        is_finite=bool(np.isfinite(boxes).all()), host_silence_ms=(now - self.last_report) * 1e3)
+                        is_finite=bool(np.isfinite(boxes).all()), host_silence_ms=(now - self.last_report) * 1e3,
+                        trust=trust)
 
     def _decide(self, cycle: Cycle, now: float) -> None:
         start = time.perf_counter()
@@ -271,6 +279,7 @@ class SimplexNode:
                                  self.budget.error_factor)
             values = {"active": self.state.active, "last reason": self.last_reason,
                       "switches": self.state.switches, "budget (ms)": budget,
+                      "last distribution shift": self.last_shift or "none seen",
                       **{f"cycles {k}": v for k, v in sorted(self.reasons.items())}}
             values.update(common.percentile_values("decision", decision))
             values.update(common.percentile_values("stamp to decision", self.times.percentiles("stamp_to_decision")))

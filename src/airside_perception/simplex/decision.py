@@ -23,6 +23,8 @@ class SimplexParams:
     recovery_cycles: int = 5
     host_timeout_ms: float = 500.0
     near_field_m: float = 20.0
+    min_trust: float = 0.5
+    ood_cycles: int = 3
 
     def __post_init__(self):
         if self.deadline_ms <= 0 or self.host_timeout_ms <= 0:
@@ -31,6 +33,10 @@ class SimplexParams:
             raise ConfigError(f"min_confidence {self.min_confidence} must lie in [0, 1]")
         if self.recovery_cycles < 1:
             raise ConfigError(f"recovery_cycles {self.recovery_cycles} must be at least 1")
+        if not 0.0 <= self.min_trust <= 1.0:
+            raise ConfigError(f"min_trust {self.min_trust} must lie in [0, 1]")
+        if self.ood_cycles < 1:
+            raise ConfigError(f"ood_cycles {self.ood_cycles} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class Evidence:
     on_time: they arrived before the deadline; latency_ms: stamp -> arrival of the later one;
     confidence: the lower of the tasks' confidences; engine_error: the host reported a failed
     task for this cloud (text), or ``None``; is_finite: every value finite;
-    host_silence_ms: time since the host was last heard from.
+    host_silence_ms: time since the host was last heard from;
+    trust: the lowest per-task trust of the host's monitor (1.0 where no monitor is calibrated).
     """
 
     has_output: bool
@@ -51,6 +58,7 @@ class Evidence:
     engine_error: Optional[str]
     is_finite: bool
     host_silence_ms: float
+    trust: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,12 @@ class SimplexState:
     active: str = BASELINE
     good_streak: int = 0
     switches: int = 0
+    low_trust_streak: int = 0  # cycles in a row whose trust was below min_trust
 
 
-def fault_of(evidence: Evidence, params: SimplexParams) -> Optional[str]:
-    """The reason not to trust the advanced path this cycle, or None."""
+def fault_of(evidence: Evidence, params: SimplexParams, low_trust_streak: int = 0) -> Optional[str]:
+    """The reason not to trust the advanced path this cycle, or None. ``low_trust_streak``
+    counts this cycle: the world has changed once it reaches ``ood_cycles``."""
     if evidence.host_silence_ms > params.host_timeout_ms:
         return "stale"
     if evidence.engine_error:
@@ -72,18 +82,23 @@ def fault_of(evidence: Evidence, params: SimplexParams) -> Optional[str]:
         return "non_finite_output"
     if evidence.confidence < params.min_confidence:
         return "low_confidence"
+    if low_trust_streak >= params.ood_cycles:
+        return "out_of_distribution"
     return None
 
 
 def decide(state: SimplexState, evidence: Evidence, params: SimplexParams) -> Tuple[SimplexState, str]:
     """Next state and the reason for it: ``ok``, a fault, or ``recovering k/N``."""
-    fault = fault_of(evidence, params)
+    low_trust = state.low_trust_streak + 1 if evidence.trust < params.min_trust else 0
+    fault = fault_of(evidence, params, low_trust)
+    if fault is None and low_trust and state.active != ADVANCED:
+        fault = "out_of_distribution"  # still outside: no recovery streak starts
     if fault is not None:
         switches = state.switches + (state.active == ADVANCED)
-        return SimplexState(BASELINE, 0, switches), fault
+        return SimplexState(BASELINE, 0, switches, low_trust), fault
     if state.active == ADVANCED:
-        return replace(state, good_streak=state.good_streak + 1), "ok"
+        return replace(state, good_streak=state.good_streak + 1, low_trust_streak=low_trust), "ok"
     streak = state.good_streak + 1
     if streak >= params.recovery_cycles:
-        return SimplexState(ADVANCED, streak, state.switches + 1), "ok"
-    return SimplexState(BASELINE, streak, state.switches), f"recovering {streak}/{params.recovery_cycles}"
+        return SimplexState(ADVANCED, streak, state.switches + 1, low_trust), "ok"
+    return SimplexState(BASELINE, streak, state.switches, low_trust), f"recovering {streak}/{params.recovery_cycles}"

@@ -5,6 +5,7 @@
     rosrun airside_perception engine_tool quantize --task T --version V --out-version V-int8
     rosrun airside_perception engine_tool validate --task T --baseline V --candidate V2
     rosrun airside_perception engine_tool bench    [--version V]
+    rosrun airside_perception engine_tool calibrate-monitor --task T --version V [--data semantickitti:DIR]
 
 (also ``python -m airside_perception.tools.engine_tool VERB``). Exit codes: 0 done or gates
 passed, 1 gates failed, 2 bad request, 3 the step needs what this machine lacks (TensorRT).
@@ -81,6 +82,18 @@ def _parser() -> cli.Parser:
     p.add_argument("--budget", default=DEFAULT_BUDGET)
     p.add_argument("--out-dir", default=None, help="reports (default: <candidate>/gate_report/)")
 
+    p = sub.add_parser("calibrate-monitor", help="distribution-shift limits from in-distribution scans, into the "
+                                                 "manifest's monitor section")
+    common(p)
+    p.add_argument("--scans", type=cli.positive_int, default=300,
+                   help="synthetic validation scans (densities in turn); ignored with --data")
+    p.add_argument("--data", help="semantickitti:DIR: calibrate on the vehicle's own scans instead (no labels needed)")
+    p.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="\"x y z roll pitch yaw\" of the scans' sensor "
+                   "in base_link (metres, radians), with --data")
+    p.add_argument("--intensity-max", type=float, default=255.0, help="largest intensity in the scans, with --data")
+    p.add_argument("--false-alarm-rate", type=float, default=0.002, help="per-frame false-alarm rate aimed at")
+    p.add_argument("--margin", type=float, default=1.25, help="factor on each statistic's quantile")
+
     p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
     p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
     return parser
@@ -94,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return bench.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate}[args.verb](args)
+        return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate,
+                "calibrate-monitor": _calibrate_monitor}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
 
@@ -205,6 +219,33 @@ def _quantize(args) -> int:
                    "z_offset_m": args.calibration_z_offset_m}, fh, indent=2)
     print(f"{new.directory}: INT8 Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
     print(f"next: engine_tool validate --task {args.task} --baseline {args.version} --candidate {args.out_version}")
+    return 0
+
+
+def _calibrate_monitor(args) -> int:
+    from airside_perception.frames import IntensityScale, parse_sensor_pose
+    from airside_perception.pipelines.host import PerceptionHost
+    from airside_perception.tools import monitor, semantickitti
+
+    if not 0 < args.false_alarm_rate < 0.5 or args.margin < 1.0:
+        cli.fail(PROG, "--false-alarm-rate must lie in (0, 0.5) and --margin be 1 or more")
+    manifest = store.load_version(args.engines_dir, args.task, args.version)
+    host = PerceptionHost([store.open_engine(manifest, "onnxruntime", 2)])
+    if args.data:
+        root = semantickitti.data_dir(args.data)
+        scale = IntensityScale(args.intensity_max, host.bev_spec.intensity_max)
+        clouds = ((s.name, s.points) for s in semantickitti.read_scans(
+            root, None, parse_sensor_pose(args.sensor_pose), scale, need_labels=False))
+        split = f"own scans {root}"
+    else:
+        clouds = monitor.synthetic_clouds("val", args.scans)
+        split = "val"
+    section = monitor.calibrate_host(host, clouds, split, args.false_alarm_rate, args.margin)[args.task]
+    host.close()
+    print(f"{manifest.directory}/manifest.yaml: monitor calibrated on {section['scans']} scans ({split}), "
+          f"false-alarm rate aimed at {args.false_alarm_rate}")
+    for name, f in section["features"].items():
+        print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  limit {f['limit']:6.2f} ({f['side']})")
     return 0
 
 

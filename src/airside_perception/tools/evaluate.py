@@ -2,6 +2,8 @@
 
     python -m airside_perception.tools.evaluate --task all --split test --scans 200
     python -m airside_perception.tools.evaluate --task detection --version 1.0.0 --write-manifest
+    python -m airside_perception.tools.evaluate --task segmentation --data semantickitti:DIR \
+        --class-map config/class_maps/semantickitti.yaml --sensor-pose "0 0 1.73 0 0 0" --intensity-max 1 --json out.json
 
 Reproduces the ``metrics`` recorded in each manifest (same split, same scans).
 """
@@ -62,6 +64,36 @@ def evaluate(host: PerceptionHost, split: str, n_scans: int, density: str = "def
     return out
 
 
+def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sensor_pose: str, intensity_max: float,
+                      progress: bool = True) -> Dict[str, Dict[str, object]]:
+    """Segmentation accuracy on labelled scans in the SemanticKITTI layout (see tools.semantickitti);
+    classes without ground-truth points in the data are left out of the mIoU."""
+    from tqdm import tqdm
+
+    from airside_perception.frames import IntensityScale, parse_sensor_pose
+    from airside_perception.tools import semantickitti
+
+    class_map = semantickitti.load_class_map(class_map_path)
+    pose = parse_sensor_pose(sensor_pose)
+    scale = IntensityScale(intensity_max, host.bev_spec.intensity_max)
+    files = semantickitti.scan_files(root)
+    meter = SegmentationMeter()
+    flagged = 0
+    for scan in tqdm(semantickitti.read_scans(root, class_map, pose, scale), total=len(files), desc="evaluate",
+                     disable=not progress, unit="scan"):
+        frame = host.process(scan.points)
+        if "segmentation" in frame.errors:
+            raise AirsideError(f"{scan.name}: {frame.errors['segmentation']}")
+        scored = scan.labels != classes.UNLABELLED
+        meter.add(scan.labels[scored], frame.results["segmentation"].labels[scored])
+        score = frame.trust.get("segmentation")
+        flagged += bool(score and score.is_out_of_distribution)
+    summary = {**meter.summary(only_present=True), "data": root, "class_map": class_map.name, "scans": len(files),
+               "sensor_pose": sensor_pose, "intensity_max": intensity_max,
+               "frames_out_of_distribution": flagged}
+    return {"segmentation": summary}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = cli.Parser(prog=PROG, description="Accuracy of engines on the synthetic test split.")
     parser.add_argument("--task", choices=list(TASKS) + ["all"], default="all")
@@ -72,7 +104,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
     parser.add_argument("--write-manifest", action="store_true", help="record the metrics in the manifests")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--data", help="semantickitti:DIR: the vehicle's own labelled scans instead of the split")
+    parser.add_argument("--class-map", help="with --data: YAML {name, labels: {<source id>: <airside class>}}")
+    parser.add_argument("--sensor-pose", default="0 0 0 0 0 0",
+                        help="with --data: \"x y z roll pitch yaw\" of the sensor in base_link (metres, radians)")
+    parser.add_argument("--intensity-max", type=float, default=255.0,
+                        help="with --data: the largest intensity in the scans (1.0 for 0..1)")
     args = parser.parse_args(argv)
+    if args.data:
+        return _main_own_data(args)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     try:
         manifests = [store.load_version(args.engines_dir, t, args.version) for t in tasks]
@@ -90,6 +130,36 @@ def main(argv: Optional[List[str]] = None) -> int:
             updated = manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(metrics[manifest.task])})
             write_manifest(updated, manifest.directory)
             print(f"metrics written to {manifest.directory}/manifest.yaml")
+    return 0
+
+
+def _main_own_data(args) -> int:
+    from airside_perception.frames import parse_sensor_pose
+    from airside_perception.tools import semantickitti
+
+    if args.task != "segmentation":
+        cli.fail(PROG, "--data evaluates segmentation only: pass --task segmentation")
+    if args.write_manifest:
+        cli.fail(PROG, "--write-manifest records the synthetic test split only: leave it out with --data")
+    try:
+        root = semantickitti.data_dir(args.data)
+        if not args.class_map:
+            raise AirsideError("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")
+        semantickitti.load_class_map(args.class_map)
+        parse_sensor_pose(args.sensor_pose)
+        if not args.intensity_max > 0:
+            raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
+        semantickitti.scan_files(root)
+        manifest = store.load_version(args.engines_dir, "segmentation", args.version)
+        host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
+        metrics = evaluate_own_data(host, root, args.class_map, args.sensor_pose, args.intensity_max)
+    except AirsideError as exc:
+        cli.fail(PROG, str(exc))
+    host.close()
+    print(json.dumps(metrics, indent=2, default=float))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(metrics, fh, indent=2, default=float)
     return 0
 
 

@@ -33,9 +33,13 @@ class SegmentationMeter:
         denom = self.confusion.sum(0) + self.confusion.sum(1) - tp
         return {n: float(tp[i] / denom[i]) if denom[i] else float("nan") for i, n in enumerate(self.names)}
 
-    def summary(self) -> Dict[str, object]:
+    def summary(self, only_present: bool = False) -> Dict[str, object]:
+        """mIoU over the named classes (not ``unknown``); with ``only_present``, over those
+        with ground-truth points (a data set without aircraft does not score aircraft)."""
         iou = self.iou()
-        scored = [v for n, v in iou.items() if n != "unknown" and not np.isnan(v)]
+        present = self.confusion.sum(1) > 0
+        scored = [v for i, (n, v) in enumerate(iou.items()) if n != "unknown" and not np.isnan(v)
+                  and (present[i] or not only_present)]
         return {"miou": float(np.mean(scored)) * 100, "iou": {n: round(v * 100, 2) for n, v in iou.items()},
                 "points": int(self.confusion.sum())}
 

@@ -1,0 +1,113 @@
+"""The vehicle team's own labelled scans: SemanticKITTI layout, class maps, evaluate --data."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from airside_perception import classes
+from airside_perception.errors import ConfigError
+from airside_perception.frames import IntensityScale, pose_from_xyz_rpy, transform_points
+from airside_perception.sim.world import make_scan
+from airside_perception.tools import evaluate, semantickitti
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
+CLASS_MAP = os.path.join(ROOT, "config", "class_maps", "semantickitti.yaml")
+#: airside class -> a SemanticKITTI id that the shipped class map sends back to it
+TO_KITTI = {"ground": 40, "vehicle": 10, "person": 30, "structure": 50, "unknown": 99, "aircraft": 0, "cart": 0,
+            "cone": 0, "fod": 0}
+
+
+def _write_kitti(root, seeds=(110000, 110001), labels_beside=False):
+    """Synthetic scans written as a KITTI driver would: sensor frame 1.73 m up, intensity 0..1."""
+    os.makedirs(os.path.join(root, "velodyne"))
+    if not labels_beside:
+        os.makedirs(os.path.join(root, "labels"))
+    lut = np.array([TO_KITTI[n] for n in classes.CLASS_NAMES], np.uint32)
+    for i, seed in enumerate(seeds):
+        scan = make_scan(seed)
+        pts = transform_points(scan.points.copy(), pose_from_xyz_rpy(0, 0, -1.73, 0, 0, 0))
+        pts[:, 3] /= 255.0
+        pts.astype("<f4").tofile(os.path.join(root, "velodyne", f"{i:06d}.bin"))
+        ids = lut[scan.labels] | (np.uint32(7) << 16)  # instance ids in the high bits
+        where = "velodyne" if labels_beside else "labels"
+        ids.astype("<u4").tofile(os.path.join(root, where, f"{i:06d}.label"))
+    return root
+
+
+def test_shipped_class_map_maps_the_named_groups():
+    cmap = semantickitti.load_class_map(CLASS_MAP)
+    name = {v: k for k, v in classes.CLASS_IDS.items()}
+    for kitti, airside in ((40, "ground"), (60, "ground"), (10, "vehicle"), (252, "vehicle"), (30, "person"),
+                           (31, "person"), (50, "structure"), (80, "structure"), (81, "structure")):
+        assert name[int(cmap.apply(np.array([kitti], np.uint32))[0])] == airside
+    assert cmap.apply(np.array([0, 1], np.uint32)).tolist() == [255, 255]
+    assert cmap.apply(np.array([(5 << 16) | 30], np.uint32))[0] == classes.PERSON  # instance bits ignored
+
+
+@pytest.mark.parametrize("text, message", [
+    ("labels: {10: spaceship}", "unknown class 'spaceship'"),
+    ("labels: {abc: ground}", "must be an integer"),
+    ("name: x", "must be a mapping"),
+    ("labels: [1, 2", "not valid YAML"),
+])
+def test_bad_class_maps_name_the_fix(tmp_path, text, message):
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        semantickitti.load_class_map(str(path))
+
+
+def test_reader_moves_scans_into_base_link_and_the_engines_range(tmp_path):
+    root = _write_kitti(str(tmp_path / "d"), seeds=(110000,), labels_beside=True)
+    cmap = semantickitti.load_class_map(CLASS_MAP)
+    scan = next(semantickitti.read_scans(root, cmap, pose_from_xyz_rpy(0, 0, 1.73, 0, 0, 0), IntensityScale(1.0)))
+    truth = make_scan(110000)
+    np.testing.assert_allclose(scan.points, truth.points, atol=2e-3)
+    assert (scan.labels[truth.labels == classes.PERSON] == classes.PERSON).all()
+    assert (scan.labels[truth.labels == classes.AIRCRAFT] == 255).all()
+
+
+def test_label_file_of_the_wrong_length_is_refused(tmp_path):
+    root = _write_kitti(str(tmp_path / "d"), seeds=(110000,))
+    np.zeros(10, "<u4").tofile(os.path.join(root, "labels", "000000.label"))
+    cmap = semantickitti.load_class_map(CLASS_MAP)
+    with pytest.raises(ConfigError, match="10 labels for"):
+        list(semantickitti.read_scans(root, cmap, np.eye(4), IntensityScale(1.0)))
+
+
+def test_evaluate_on_own_scans_uses_pose_and_intensity(tmp_path, capsys):
+    root = _write_kitti(str(tmp_path / "d"))
+    good, bad = str(tmp_path / "good.json"), str(tmp_path / "bad.json")
+    base = ["--task", "segmentation", "--version", "1.2.0", "--data", f"semantickitti:{root}",
+            "--class-map", CLASS_MAP, "--json"]
+    assert evaluate.main(base + [good, "--sensor-pose", "0 0 1.73 0 0 0", "--intensity-max", "1.0"]) == 0
+    assert evaluate.main(base + [bad]) == 0  # the user forgot the pose and the scale
+    good_m, bad_m = (json.load(open(p))["segmentation"] for p in (good, bad))
+    assert set(good_m) >= {"miou", "iou"}
+    assert good_m["miou"] > 90.0 and good_m["iou"]["person"] > 80.0
+    assert bad_m["miou"] < good_m["miou"] - 20.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "semantickitti:/nonexistent"], "no velodyne/ directory"),
+    (["--data", "kitti:/tmp"], "semantickitti:DIR"),
+    (["--data", "semantickitti:{root}"], "needs --class-map"),
+    (["--data", "semantickitti:{root}", "--class-map", "/nonexistent.yaml"], "does not exist"),
+    (["--data", "semantickitti:{root}", "--class-map", CLASS_MAP, "--sensor-pose", "1 2"], "x y z roll pitch yaw"),
+    (["--data", "semantickitti:{empty}", "--class-map", CLASS_MAP], "no label file"),
+])
+def test_bad_requests_get_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    root = _write_kitti(str(tmp_path / "d"), seeds=(110000,))
+    empty = tmp_path / "e"
+    (empty / "velodyne").mkdir(parents=True)
+    np.zeros(8, "<f4").tofile(str(empty / "velodyne" / "000000.bin"))
+    args = [a.format(root=root, empty=str(empty)) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--task", "segmentation"] + args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
