@@ -74,14 +74,20 @@ def input_features(bev: BevInput, spec: BevSpec) -> Dict[str, float]:
         low = near & (floor < ground + 0.5)  # the pillars whose floor is the ground
         out["ground_z_m"] = ground
         if low.sum() >= 50:
-            zl, xl, yl = floor[low], xs[low], ys[low]
-            out["ground_tilt_x"] = float(np.dot(xl - xl.mean(), zl - zl.mean()) / max(np.dot(xl - xl.mean(), xl - xl.mean()), 1.0))
-            out["ground_tilt_y"] = float(np.dot(yl - yl.mean(), zl - zl.mean()) / max(np.dot(yl - yl.mean(), yl - yl.mean()), 1.0))
+            zl = floor[low] - floor[low].mean()
+            out["ground_tilt_x"] = _slope(xs[low], zl)
+            out["ground_tilt_y"] = _slope(ys[low], zl)
     out["intensity_mean"] = float(raster[6][occupied].mean())
     out["log_points"] = float(np.log10(len(bev.kept) + 1))
     out["log_points_per_pillar"] = float(raster[1][occupied].mean() * 4.0)
     out["tall_pillar_share"] = float((raster[2][occupied] * 4.0 > TALL_PILLAR_M).mean())
     return out
+
+
+def _slope(coord: np.ndarray, z_centred: np.ndarray) -> float:
+    """Least-squares rise over run of ``z`` along ``coord`` (metres per metre)."""
+    c = coord - coord.mean()
+    return float(np.dot(c, z_centred) / max(float(np.dot(c, c)), 1.0))
 
 
 def segmentation_features(top_logits: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:

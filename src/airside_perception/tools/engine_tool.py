@@ -245,7 +245,8 @@ def _calibrate_monitor(args) -> int:
     print(f"{manifest.directory}/manifest.yaml: monitor calibrated on {section['scans']} scans ({split}), "
           f"false-alarm rate aimed at {args.false_alarm_rate}")
     for name, f in section["features"].items():
-        print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  limit {f['limit']:6.2f} ({f['side']})")
+        print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  "
+              f"limit {f['limit']:6.2f} ({f['side']})")
     return 0
 
 

@@ -3,7 +3,8 @@
     python -m airside_perception.tools.evaluate --task all --split test --scans 200
     python -m airside_perception.tools.evaluate --task detection --version 1.0.0 --write-manifest
     python -m airside_perception.tools.evaluate --task segmentation --data semantickitti:DIR \
-        --class-map config/class_maps/semantickitti.yaml --sensor-pose "0 0 1.73 0 0 0" --intensity-max 1 --json out.json
+        --class-map config/class_maps/semantickitti.yaml --sensor-pose "0 0 1.73 0 0 0" --intensity-max 1 \
+        --json out.json
 
 Reproduces the ``metrics`` recorded in each manifest (same split, same scans).
 """

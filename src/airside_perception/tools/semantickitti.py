@@ -40,7 +40,8 @@ class ClassMap:
 
 def load_class_map(path: str) -> ClassMap:
     if not os.path.isfile(path):
-        raise ConfigError(f"class map {path} does not exist: pass a YAML file like config/class_maps/semantickitti.yaml")
+        raise ConfigError(f"class map {path} does not exist: pass a YAML file like "
+                          "config/class_maps/semantickitti.yaml")
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh)
