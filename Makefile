@@ -25,6 +25,9 @@ ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
 ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
 VENV38 := $(ROOT)/.venv38
 BENCH_S ?= 60
+# The sensor-frame test feed: a KITTI-like mount, rotated a quarter turn so that a missed
+# transform cannot pass unnoticed.
+VELODYNE_POSE := 0.3 0 1.73 0 0 1.5707963
 PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
 
 .PHONY: help setup build test unit lint py38 rostest demo bench sample-bag docs clean
@@ -78,6 +81,9 @@ endif
 
 rostest: ## integration tests against a real roscore (catkin_make run_tests)
 	$(PY) scripts/make_test_engines.py > /dev/null
+	test -f test/data/generated/sample_velodyne.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
+	  $(PKG).sim bag --seed 110016 --frames 20 --density compact --frame-id velodyne \
+	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sample_velodyne.bag > /dev/null; }
 	cd $(WS) && $(ROS_ENV) catkin_make run_tests -j1 > $(WS)/run_tests.log 2>&1 || true
 	cd $(WS) && $(ROS_ENV) catkin_test_results --verbose build/test_results \
 	  || { grep -E "FAILURE|ERROR|failed" -m 40 $(WS)/run_tests.log; exit 1; }

@@ -37,6 +37,11 @@ def _parser() -> cli.Parser:
     p.add_argument("--out", type=cli.writable_file, required=True, help="output .bag")
     p.add_argument("--density", **density)
     p.add_argument("--compression", choices=["none", "bz2", "lz4"], default="bz2")
+    p.add_argument("--frame-id", default="base_link",
+                   help="frame of the clouds: another frame writes them as a sensor-frame driver would")
+    p.add_argument("--sensor-pose", default="0 0 0 0 0 0",
+                   help="\"x y z roll pitch yaw\" of that frame in base_link (metres, radians)")
+    p.add_argument("--intensity-max", type=float, default=255.0, help="intensity range of the written clouds")
 
     p = sub.add_parser("render", help="bird's-eye and side views of a scan as PNG")
     p.add_argument("--seed", type=cli.non_negative_int, required=True)
@@ -65,9 +70,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             cli.fail(PROG, f"writing bags needs the ROS Python packages ({exc}): run 'make setup'")
         from tqdm import tqdm
 
+        from airside_perception.errors import ConfigError
+        from airside_perception.frames import parse_sensor_pose
+        from airside_perception.ros.bag_writer import SensorFrame
+
+        try:
+            if not args.intensity_max > 0:
+                raise ConfigError(f"--intensity-max {args.intensity_max} must be positive")
+            sensor = SensorFrame(args.frame_id, parse_sensor_pose(args.sensor_pose), args.intensity_max)
+        except ConfigError as exc:
+            cli.fail(PROG, str(exc))
         with tqdm(total=args.frames, desc="bag", unit="frame") as bar:
             n = write_bag(args.out, args.seed, args.frames, args.density,
-                          compression=args.compression, progress=bar.update)
+                          compression=args.compression, progress=bar.update, sensor=sensor)
         print(f"{args.out}: {n} frames, {os.path.getsize(args.out) / 1e6:.1f} MB")
     elif args.command == "render":
         if not os.path.isdir(args.out_dir):

@@ -86,6 +86,9 @@ BEAM_RIGS = {
 }
 
 
+Labelled = Tuple[np.ndarray, Optional[np.ndarray]]  # points (N, 4), labels (N,) or None
+
+
 def _moved(matrix: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda pts: transform_points(pts.copy(), matrix)
 
@@ -112,18 +115,29 @@ CLOUD_SHIFTS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _shifted_scan(seed: int, density: str, shift) -> Labelled:
+    s = make_scan(seed, density)
+    return shift(s.points), s.labels
+
+
+def _raw(scene, rig, seed: int) -> Labelled:
+    raw = scan(scene, rig, np.random.default_rng(seed))
+    return raw.points, raw.labels
+
+
 def shifted_sets(n_scans: int, real: Sequence[Tuple[str, List[np.ndarray]]] = ()) \
-        -> Iterator[Tuple[str, Iterator[np.ndarray]]]:
-    """(name, clouds) of every shifted input set, ``n_scans`` each (real sets: all their scans)."""
-    seeds = split_seeds("test", n_scans)
+        -> Iterator[Tuple[str, Iterator[Labelled]]]:
+    """(name, clouds with labels) of every shifted input set, ``n_scans`` each (real sets: all
+    their scans, without labels)."""
+    seeds = [int(s) for s in split_seeds("test", n_scans)]
     for name, shift in CLOUD_SHIFTS.items():
-        yield name, (shift(make_scan(int(s), DENSITIES[i % 3]).points) for i, s in enumerate(seeds))
+        yield name, (_shifted_scan(s, DENSITIES[i % 3], shift) for i, s in enumerate(seeds))
     for name, rig in BEAM_RIGS.items():
-        yield name, (scan(generate_scene(int(s)), rig, np.random.default_rng(int(s))).points for s in seeds)
-    yield "street scenes (buildings, trees, cars)", (
-        scan(generate_street_scene(int(s)), _rigs_default(), np.random.default_rng(int(s))).points for s in seeds)
+        yield name, (_raw(generate_scene(s), rig, s) for s in seeds)
+    yield "street scenes (buildings, trees, cars)", (_raw(generate_street_scene(s), _rigs_default(), s)
+                                                     for s in seeds)
     for name, clouds in real:
-        yield name, iter(clouds)
+        yield name, ((c, None) for c in clouds)
 
 
 def _rigs_default():
@@ -148,36 +162,52 @@ def auroc(in_dist: np.ndarray, shifted: np.ndarray) -> float:
     return float((r_shift - len(shifted) * (len(shifted) + 1) / 2) / (len(in_dist) * len(shifted)))
 
 
-def frame_scores(host: PerceptionHost, clouds: Iterable[np.ndarray]) -> Dict[str, np.ndarray]:
-    """Per task and ``any`` (the largest over tasks, what the simplex sees), one score per cloud."""
+def frame_scores(host: PerceptionHost, clouds: Iterable[Labelled]) -> Tuple[Dict[str, np.ndarray], Dict]:
+    """Per task and ``any`` (the largest over tasks, what the simplex sees), one score per
+    cloud; and what the frames say besides: segmentation mIoU where labels exist, and how
+    often each statistic set the score of a flagged frame."""
+    from airside_perception.tools.metrics import SegmentationMeter
+
     out: Dict[str, List[float]] = {t: [] for t in host.tasks}
     out["any"] = []
-    for points in clouds:
+    meter, worst = SegmentationMeter(), {}
+    has_labels = False
+    for points, labels in clouds:
         frame = host.process(points)
-        scores = {t: frame.trust[t].score for t in frame.trust}
+        scores = {t: frame.trust[t] for t in frame.trust}
         for t, s in scores.items():
-            out[t].append(s)
-        out["any"].append(max(scores.values()) if scores else float("nan"))
-    return {k: np.array(v) for k, v in out.items()}
+            out[t].append(s.score)
+        top = max(scores.values(), key=lambda s: s.score) if scores else None
+        out["any"].append(top.score if top else float("nan"))
+        if top is not None and top.is_out_of_distribution:
+            worst[top.worst] = worst.get(top.worst, 0) + 1
+        if labels is not None and "segmentation" in frame.results:
+            meter.add(labels, frame.results["segmentation"].labels)
+            has_labels = True
+    extra = {"flagged_by": worst, "segmentation_miou": meter.summary(only_present=True)["miou"] if has_labels
+             else None}
+    return {k: np.array(v) for k, v in out.items()}, extra
 
 
 def measure(host: PerceptionHost, n_scans: int, real: Sequence[Tuple[str, List[np.ndarray]]] = (),
             progress: bool = True) -> Dict:
     from tqdm import tqdm
 
-    in_dist = frame_scores(host, tqdm((p for _, p in synthetic_clouds("test", n_scans)), total=n_scans,
-                                      desc="test split", disable=not progress))
+    in_clouds = (_shifted_scan(int(s), DENSITIES[i % 3], lambda p: p)
+                 for i, s in enumerate(split_seeds("test", n_scans)))
+    in_dist, in_extra = frame_scores(host, tqdm(in_clouds, total=n_scans, desc="test split", disable=not progress))
     result = {"in_distribution": {"set": f"synthetic test split, first {n_scans} seeds, densities "
                                          f"{'/'.join(DENSITIES)} in turn, all conditions",
                                   "scans": n_scans,
                                   "false_alarm_rate": {k: float((v > 1.0).mean()) for k, v in in_dist.items()},
                                   "score_p50": {k: float(np.median(v)) for k, v in in_dist.items()},
-                                  "score_p99": {k: float(np.percentile(v, 99)) for k, v in in_dist.items()}},
+                                  "score_p99": {k: float(np.percentile(v, 99)) for k, v in in_dist.items()},
+                                  **in_extra},
               "threshold": 1.0, "shifted": []}
     for name, clouds in shifted_sets(n_scans, real):
-        scores = frame_scores(host, tqdm(clouds, desc=name[:30], disable=not progress))
+        scores, extra = frame_scores(host, tqdm(clouds, desc=name[:30], disable=not progress))
         result["shifted"].append({
-            "set": name, "scans": int(len(scores["any"])),
+            "set": name, "scans": int(len(scores["any"])), **extra,
             "detection_rate": {k: float((v > 1.0).mean()) for k, v in scores.items()},
             "auroc": {k: auroc(in_dist[k], v) for k, v in scores.items()},
             "score_p50": {k: float(np.median(v)) for k, v in scores.items()}})
@@ -185,15 +215,24 @@ def measure(host: PerceptionHost, n_scans: int, real: Sequence[Tuple[str, List[n
 
 
 def markdown_table(result: Dict) -> str:
-    rows = ["| input | scans | flagged at threshold (any task) | AUROC (any task) | seg / det / occ AUROC |",
-            "|---|---|---|---|---|"]
+    rows = ["| input | scans | flagged at threshold (any task) | AUROC (any task) | seg / det / occ AUROC "
+            "| segmentation mIoU | flagged by |", "|---|---|---|---|---|---|---|"]
     ind = result["in_distribution"]
-    rows.append(f"| {ind['set']} (false alarms) | {ind['scans']} | {100 * ind['false_alarm_rate']['any']:.1f} % | | |")
+    rows.append(f"| {ind['set']} (false alarms) | {ind['scans']} | {100 * ind['false_alarm_rate']['any']:.1f} % "
+                f"| | | {_num(ind['segmentation_miou'])} | {_top(ind['flagged_by'])} |")
     for s in result["shifted"]:
         per = " / ".join(f"{s['auroc'].get(t, float('nan')):.3f}" for t in ("segmentation", "detection", "occupancy"))
         rows.append(f"| {s['set']} | {s['scans']} | {100 * s['detection_rate']['any']:.1f} % | "
-                    f"{s['auroc']['any']:.3f} | {per} |")
+                    f"{s['auroc']['any']:.3f} | {per} | {_num(s['segmentation_miou'])} | {_top(s['flagged_by'])} |")
     return "\n".join(rows)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _top(counts: Dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3]) or "-"
 
 
 def dump(result: Dict, path: Optional[str]) -> None:
