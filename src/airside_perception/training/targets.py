@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from airside_perception import classes
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.sim import world
+from airside_perception.sim.offsite import generate_street_scene
 from airside_perception.sim.scanner import make_rig, scan
 from airside_perception.sim.scene import generate_scene
+from airside_perception.training.randomize import Randomization, perturb, random_rig
 
 DET_STRIDE = 2  # detection output cell = 2 BEV cells = 0.8 m
 DET_LABEL_OF_CLASS = {classes.CLASS_IDS[n]: i for i, n in enumerate(classes.DETECTION_CLASS_NAMES)}
@@ -70,20 +72,29 @@ def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.
     return heat, reg, mask
 
 
-def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator) -> Sample:
-    """One training sample from scene ``seed``, at a randomly drawn sensor density."""
+def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator,
+                randomization: Optional[Randomization] = None) -> Sample:
+    """One training sample from scene ``seed``, at a randomly drawn sensor density; with
+    ``randomization``, also a drawn site (apron or street), sensor and perturbation."""
     density = str(rng.choice(["compact", "default", "default", "dense"]))
-    scene = generate_scene(int(seed))
-    raw = scan(scene, make_rig(density), np.random.default_rng([int(seed), 7]))
-    enc = encode(raw.points, spec)
+    r = randomization
+    is_street = r is not None and rng.random() < r.street_share
+    scene = generate_street_scene(int(seed)) if is_street else generate_scene(int(seed))
+    rig = random_rig(rng, r) if r is not None and rng.random() < r.single_sensor_share else make_rig(density)
+    raw = scan(scene, rig, np.random.default_rng([int(seed), 7]))
     boxes = np.array([o.box() for o in scene.objects], np.float32).reshape(-1, 7)
+    points, labels, object_ids = raw.points, raw.labels, raw.object_ids
+    if r is not None:
+        points, boxes, keep = perturb(points, boxes, rng, r)
+        labels, object_ids = labels[keep], object_ids[keep]
+    enc = encode(points, spec)
     box_labels = np.array([o.class_id for o in scene.objects], np.uint8)
-    obj = raw.object_ids[raw.object_ids >= 0]
+    obj = object_ids[object_ids >= 0]
     box_points = np.bincount(obj, minlength=len(scene.objects))
     heat, reg, mask = detection_targets(boxes, box_labels, box_points, spec)
     grid = world.GridSpec(spec.resolution_m, spec.half_extent_m)
     occ = world.occupancy_volume(scene, raw.prim_hits, grid, world.OCCUPANCY_BINS_M)
-    return Sample(enc.bev[0], enc.point_cells, enc.point_features, raw.labels[enc.kept].astype(np.int64),
+    return Sample(enc.bev[0], enc.point_cells, enc.point_features, labels[enc.kept].astype(np.int64),
                   heat, reg, mask, occ.astype(np.float32))
 
 

@@ -1,15 +1,21 @@
 """Trains the three reference networks on the synthetic world and exports them to ONNX.
 
     python -m airside_perception.training.train --minutes 6 --out-dir /tmp/models
+    python -m airside_perception.training.train --minutes 6 --randomize --out-dir /tmp/models \
+        --init segmentation=models/segmentation-1.0.0.pt detection=models/detection-1.0.0.pt ...
+    python -m airside_perception.training.train --minutes 10 --out-dir /tmp/own \
+        --init segmentation=models/segmentation-1.0.0.pt --data semantickitti:DIR \
+        --class-map config/class_maps/semantickitti.yaml --sensor-pose "0 0 1.73 0 0 0" --intensity-max 1
 
 Samples are simulated on the fly by CPU workers from the ``train`` seed range, so no scene
-is seen twice; all three networks learn from the same batches. A CUDA GPU is used when
-present.
+is seen twice; all three networks learn from the same batches. ``--randomize`` draws sites,
+sensors and mount errors (``training.randomize``). ``--data`` fine-tunes the segmentation
+network on the vehicle team's own labelled scans instead (points whose class the map does
+not list are ignored). A CUDA GPU is used when present.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Dict, List
@@ -19,10 +25,11 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from airside_perception import classes
-from airside_perception.ops.bev import BevSpec
+from airside_perception import classes, cli
+from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.sim.world import SPLITS
 from airside_perception.training import export, models, targets
+from airside_perception.training.randomize import Randomization
 
 #: Cross-entropy weights against class imbalance, about (frequency)^-0.4.
 SEG_CLASS_WEIGHTS = [1.0, 3.0, 5.0, 2.5, 4.0, 8.0, 8.0, 2.0, 3.0]
@@ -31,9 +38,10 @@ SEG_CLASS_WEIGHTS = [1.0, 3.0, 5.0, 2.5, 4.0, 8.0, 8.0, 2.0, 3.0]
 class SimStream(IterableDataset):
     """Endless, never-repeating training samples: worker ``w`` takes seeds w, w + n, ..."""
 
-    def __init__(self, spec: BevSpec, start_seed: int):
+    def __init__(self, spec: BevSpec, start_seed: int, randomization=None):
         self.spec = spec
         self.start_seed = start_seed
+        self.randomization = randomization
 
     def __iter__(self):
         info = get_worker_info()
@@ -41,13 +49,34 @@ class SimStream(IterableDataset):
         rng = np.random.default_rng(self.start_seed + wid)
         seed = SPLITS["train"][0] + self.start_seed + wid
         while seed < SPLITS["train"][1]:
-            yield targets.as_dict(targets.make_sample(seed, self.spec, rng))
+            yield targets.as_dict(targets.make_sample(seed, self.spec, rng, self.randomization))
             seed += n
+
+
+class OwnScans(IterableDataset):
+    """The vehicle team's labelled scans, endlessly, each turned about z by a random angle."""
+
+    def __init__(self, spec: BevSpec, scans):
+        self.spec = spec
+        self.scans = scans  # list of semantickitti.LabelledScan, base_link, engine intensity
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng(info.id if info else 0)
+        while True:
+            s = self.scans[int(rng.integers(len(self.scans)))]
+            a = rng.uniform(-np.pi, np.pi)
+            pts = s.points.copy()
+            c, si = np.cos(a), np.sin(a)
+            pts[:, 0], pts[:, 1] = c * s.points[:, 0] - si * s.points[:, 1], si * s.points[:, 0] + c * s.points[:, 1]
+            enc = encode(pts, self.spec)
+            yield {"bev": enc.bev[0], "point_cells": enc.point_cells, "point_features": enc.point_features,
+                   "point_labels": s.labels[enc.kept].astype(np.int64)}
 
 
 def collate(batch: List[Dict[str, np.ndarray]]) -> Dict[str, torch.Tensor]:
     out = {k: torch.from_numpy(np.stack([b[k] for b in batch])) for k in
-           ("bev", "heatmap", "regression", "reg_mask", "occupancy")}
+           ("bev", "heatmap", "regression", "reg_mask", "occupancy") if k in batch[0]}
     cells_per_sample = batch[0]["bev"].shape[1] * batch[0]["bev"].shape[2]
     out["point_cells"] = torch.from_numpy(np.concatenate([b["point_cells"] for b in batch]))
     out["point_batch"] = torch.from_numpy(np.concatenate(
@@ -91,7 +120,7 @@ def detection_loss(heat_logits, reg, batch) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.Parser(prog="airside_perception.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock training budget")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
@@ -100,6 +129,13 @@ def main() -> None:
     parser.add_argument("--start-seed", type=int, default=0)
     parser.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32],
                         help="hidden widths of the segmentation per-point MLP")
+    parser.add_argument("--randomize", action="store_true", help="domain randomisation (training.randomize)")
+    parser.add_argument("--init", nargs="*", default=[], metavar="TASK=FILE.pt",
+                        help="start from these state dicts (fine-tuning) instead of random weights")
+    parser.add_argument("--data", help="semantickitti:DIR: fine-tune segmentation on the vehicle's own scans")
+    parser.add_argument("--class-map", help="with --data: source id -> airside class (config/class_maps/)")
+    parser.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="with --data: \"x y z roll pitch yaw\"")
+    parser.add_argument("--intensity-max", type=float, default=255.0, help="with --data: the scans' intensity range")
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,10 +145,21 @@ def main() -> None:
         "detection": models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)).to(device),
         "occupancy": models.OccupancyNet().to(device),
     }
+    for item in args.init:
+        task, _, path = item.partition("=")
+        if task not in nets or not os.path.isfile(path):
+            parser.error(f"--init {item}: write TASK=FILE.pt with TASK one of {sorted(nets)} and an existing file")
+        nets[task].load_state_dict(torch.load(path, map_location=device))
+        print(f"{task}: starting from {path}", flush=True)
+    if args.data:
+        nets = {"segmentation": nets["segmentation"]}
+        dataset = OwnScans(spec, _own_scans(args, parser))
+    else:
+        dataset = SimStream(spec, args.start_seed, Randomization() if args.randomize else None)
     params = [p for n in nets.values() for p in n.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     seg_weights = torch.tensor(SEG_CLASS_WEIGHTS, device=device)
-    loader = DataLoader(SimStream(spec, args.start_seed), batch_size=args.batch, num_workers=args.workers,
+    loader = DataLoader(dataset, batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate, prefetch_factor=4, persistent_workers=True)
     budget_s = args.minutes * 60.0
     start = time.time()
@@ -128,12 +175,16 @@ def main() -> None:
             n.train()
         seg_logits = seg_forward_batched(nets["segmentation"], batch["bev"], batch["point_cells"],
                                          batch["point_batch"], batch["point_features"])
-        seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights)
-        heat, reg = nets["detection"](batch["bev"])
-        det_loss = detection_loss(heat, reg, batch)
-        occ_logits = nets["occupancy"](batch["bev"])
-        occ_loss = F.binary_cross_entropy_with_logits(occ_logits, batch["occupancy"],
-                                                      pos_weight=torch.tensor(3.0, device=device))
+        seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights,
+                                   ignore_index=classes.UNLABELLED)
+        det_loss = occ_loss = torch.zeros((), device=device)
+        if "detection" in nets:
+            heat, reg = nets["detection"](batch["bev"])
+            det_loss = detection_loss(heat, reg, batch)
+        if "occupancy" in nets:
+            occ_logits = nets["occupancy"](batch["bev"])
+            occ_loss = F.binary_cross_entropy_with_logits(occ_logits, batch["occupancy"],
+                                                          pos_weight=torch.tensor(3.0, device=device))
         loss = seg_loss + det_loss + 2.0 * occ_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,6 +200,23 @@ def main() -> None:
         torch.save(net.state_dict(), os.path.join(args.out_dir, f"{task}.pt"))
         export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
     print("exported", sorted(os.listdir(args.out_dir)), flush=True)
+
+
+def _own_scans(args, parser):
+    from airside_perception.errors import AirsideError
+    from airside_perception.frames import IntensityScale, parse_sensor_pose
+    from airside_perception.tools import semantickitti
+
+    if not args.class_map:
+        parser.error("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")
+    try:
+        scans = list(semantickitti.read_scans(semantickitti.data_dir(args.data),
+                                              semantickitti.load_class_map(args.class_map),
+                                              parse_sensor_pose(args.sensor_pose), IntensityScale(args.intensity_max)))
+    except AirsideError as exc:
+        parser.error(str(exc))
+    print(f"{len(scans)} labelled scans from {args.data}", flush=True)
+    return scans
 
 
 if __name__ == "__main__":
