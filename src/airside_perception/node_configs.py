@@ -48,6 +48,9 @@ MODEL_MANAGER = {
     "host_service_timeout_s": Key(float, "longest wait for the inference host to load and validate", lo=1.0,
                                   hi=600.0),
     "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
+    "require_signature": Key(bool, "only versions signed by a key in trusted_keys_dir may swap in"),
+    "trusted_keys_dir": Key(str, "directory of trusted *.pub keys (needed when require_signature is true)"),
+    "state_file": Key(str, "active versions file; the audit log audit.jsonl goes beside it"),
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
 }
 

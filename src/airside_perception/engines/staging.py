@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from airside_perception.engines import cache_key
+from airside_perception.engines import cache_key, signing
 from airside_perception.engines.manifest import TASKS, Manifest, load_manifest, signature_differences
 from airside_perception.errors import ManifestError, SwapError
 from airside_perception.frames import ENGINE_INTENSITY_MAX
@@ -43,9 +43,16 @@ def resolve_version_dir(engines_root: str, task: str, engine_path: str) -> str:
 
 
 def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, require_gate_report: bool,
-          trt_identity: Optional[Tuple[str, str]] = None) -> Manifest:
-    """The checked manifest of the candidate; ``SwapError`` says what is wrong and how to fix it."""
+          trt_identity: Optional[Tuple[str, str]] = None, trusted_keys: Optional[Dict[str, Any]] = None) -> Manifest:
+    """The checked manifest of the candidate; ``SwapError`` says what is wrong and how to fix it.
+    With ``trusted_keys`` (key id -> public key) the version must carry a valid signature by one
+    of them, for this task and this version directory's name."""
     version_dir = resolve_version_dir(engines_root, task, engine_path)
+    if trusted_keys is not None:
+        try:
+            signing.verify_version(version_dir, task, os.path.basename(version_dir), trusted_keys)
+        except signing.SignatureError as exc:
+            raise SwapError(f"signature check failed: {exc}") from None
     try:
         candidate = load_manifest(version_dir)
     except ManifestError as exc:
@@ -53,6 +60,9 @@ def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, req
     if candidate.task != task:
         raise SwapError(f"{version_dir}/manifest.yaml is for task '{candidate.task}', not '{task}': "
                         f"ask for task '{candidate.task}' or pick a {task} version")
+    if candidate.version != os.path.basename(version_dir):
+        raise SwapError(f"{version_dir}/manifest.yaml says version {candidate.version}, its directory "
+                        f"{os.path.basename(version_dir)}: a version lives in a directory of its own name")
     if os.path.realpath(candidate.directory) == os.path.realpath(serving.directory):
         raise SwapError(f"{task} {candidate.version} is already serving")
     diffs = signature_differences(serving.inputs, candidate.inputs, "input")

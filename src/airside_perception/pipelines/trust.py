@@ -5,8 +5,8 @@ The monitor instead compares a handful of per-frame statistics with their spread
 validation split:
 
 * of the input, shared by every task (from the BEV raster, computed once per cloud): the
-  ground's height and tilt under the vehicle (mount height, pitch, roll), mean intensity
-  (scale, gain), points and points per pillar (beam pattern), share of tall pillars (scene);
+  ground's height and tilt under the vehicle (mount height, pitch, roll), mean and median
+  pillar intensity (scale, gain), points and points per pillar (beam pattern), share of tall pillars (scene);
 * of each task's raw outputs: mean max-logit and share of undecided points (segmentation),
   share of undecided heatmap / grid cells (detection, occupancy).
 
@@ -31,6 +31,7 @@ from airside_perception.ops.bev import BevInput, BevSpec
 #: "both": too high or too low; "high": only too high counts (uncertainty); "low": only too low.
 INPUT_FEATURES: Dict[str, str] = {
     "ground_z_m": "both", "ground_tilt_x": "both", "ground_tilt_y": "both", "intensity_mean": "both",
+    "intensity_median": "both",
     "log_points": "both", "log_points_per_pillar": "both", "tall_pillar_share": "both",
 }
 OUTPUT_FEATURES: Dict[str, Dict[str, str]] = {
@@ -77,7 +78,9 @@ def input_features(bev: BevInput, spec: BevSpec) -> Dict[str, float]:
             zl = floor[low] - floor[low].mean()
             out["ground_tilt_x"] = _slope(xs[low], zl)
             out["ground_tilt_y"] = _slope(ys[low], zl)
-    out["intensity_mean"] = float(raster[6][occupied].mean())
+    pillar_intensity = raster[6][occupied]
+    out["intensity_mean"] = float(pillar_intensity.mean())
+    out["intensity_median"] = float(np.median(pillar_intensity))  # the ground's: gain and scale
     out["log_points"] = float(np.log10(len(bev.kept) + 1))
     out["log_points_per_pillar"] = float(raster[1][occupied].mean() * 4.0)
     out["tall_pillar_share"] = float((raster[2][occupied] * 4.0 > TALL_PILLAR_M).mean())

@@ -8,17 +8,20 @@ task's active and fallback version, backend, state and last message.
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Dict, Optional
+import time
+from typing import Dict, Optional, Tuple
 
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header
 
 from airside_perception import node_configs
-from airside_perception.engines import staging, store
+from airside_perception.engines import signing, staging, store
+from airside_perception.engines.audit import AUDIT_FILE, AuditLog
 from airside_perception.engines.manifest import TASKS
-from airside_perception.errors import AirsideError, ConfigError
+from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.msg import ModelStatus, ModelStatusArray
 from airside_perception.ros import common
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
@@ -37,6 +40,14 @@ class ModelManagerNode:
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
+        if self.cfg["require_signature"]:
+            try:  # fail at start-up, loudly, when the vehicle profile cannot be enforced
+                keys = signing.load_trusted_keys(self.cfg["trusted_keys_dir"])
+            except AirsideError as exc:
+                common.fail_on_bad_config(NODE, ConfigError(f"require_signature is true but {exc}"))
+            rospy.loginfo(f"{NODE}: signatures required; trusted keys {sorted(keys)}")
+        state_file = self.cfg["state_file"] or common.ros_home_file("airside_perception", "active_engines.yaml")
+        self.audit = AuditLog(os.path.join(os.path.dirname(os.path.abspath(state_file)), AUDIT_FILE))
         self.lock = threading.Lock()
         self.busy: Dict[str, bool] = {}
         self.host_models: Dict[str, ModelStatus] = {}
@@ -88,37 +99,77 @@ class ModelManagerNode:
             return self.host_models.get(task)
 
     def _on_swap(self, req) -> SwapEngineResponse:
+        start = time.perf_counter()
+        response, version_dir = SwapEngineResponse(False, "internal error", "", ""), ""
+        try:
+            response, version_dir = self._swap(req)
+        except Exception as exc:  # a bug must not kill the service; the operator gets the reason
+            response = SwapEngineResponse(False, f"internal error: {type(exc).__name__}: {exc}", "", "")
+            rospy.logerr(f"{NODE}: swap failed: {response.message}")
+        finally:
+            self._audit("swap", req, response.success, response.message, version_dir,
+                        response.active_version if response.success else "", start)
+        return response
+
+    def _audit(self, action: str, req, success: bool, reason: str, version_dir: str, version: str,
+               start: float) -> None:
+        try:
+            self.audit.append(action, req.task, "accepted" if success else "refused", "" if success else reason,
+                              caller=_caller(req), path=getattr(req, "engine_path", ""),
+                              version=version or (os.path.basename(version_dir) if version_dir else ""),
+                              key_id=(signing.signature_key_id(version_dir) or "") if version_dir else "",
+                              duration_ms=(time.perf_counter() - start) * 1e3)
+        except OSError as exc:
+            rospy.logerr_throttle(10.0, f"{NODE}: audit log {self.audit.path} cannot be written: {exc}")
+
+    def _trusted_keys(self):
+        """The trusted keys, read again at every swap (a key added for rotation counts at once)."""
+        if not self.cfg["require_signature"]:
+            return None
+        try:
+            return signing.load_trusted_keys(self.cfg["trusted_keys_dir"])
+        except AirsideError as exc:
+            raise SwapError(str(exc)) from None
+
+    def _swap(self, req) -> Tuple[SwapEngineResponse, str]:
+        """The swap and the version directory it resolved to (for the audit log)."""
         task = req.task.strip()
         if task not in TASKS:
             return self._refuse(task, f"task '{task}' is {'empty' if not task else 'unknown'}: give one of "
                                 f"{list(TASKS)}", "")
+        try:
+            version_dir = staging.resolve_version_dir(self.engines_root, task, req.engine_path)
+        except AirsideError:
+            version_dir = ""
         serving = self._serving(task)
         if serving is None:
             hosted = sorted(self.host_models) or "none (is the inference host running?)"
-            return self._refuse(task, f"task '{task}' is not served by the inference host (served: {hosted})", "")
+            return self._refuse(task, f"task '{task}' is not served by the inference host (served: {hosted})",
+                                ""), version_dir
         active = serving.active_version
         if not self._claim(task):
             return SwapEngineResponse(False, f"busy: a swap or rollback of {task} is running; try again when "
-                                      "/model_manager/status shows it serving", active, "")
+                                      "/model_manager/status shows it serving", active, ""), version_dir
         try:
             try:
                 current = store.load_version(self.engines_root, task, active)
                 manifest = staging.stage(self.engines_root, task, req.engine_path, current,
-                                         self.cfg["require_gate_report"])
+                                         self.cfg["require_gate_report"], trusted_keys=self._trusted_keys())
             except AirsideError as exc:
-                return self._refuse(task, str(exc), active)
+                return self._refuse(task, str(exc), active), version_dir
             try:
                 rospy.wait_for_service(HOST_LOAD, timeout=5.0)
                 load = rospy.ServiceProxy(HOST_LOAD, LoadEngine)
                 out = load(task, manifest.directory)
             except (rospy.ROSException, rospy.ServiceException) as exc:
-                return self._refuse(task, f"the inference host did not answer ({exc}): is it running?", active)
+                return self._refuse(task, f"the inference host did not answer ({exc}): is it running?",
+                                    active), version_dir
             if not out.success:
-                return self._refuse(task, out.message, out.active_version)
+                return self._refuse(task, out.message, out.active_version), version_dir
             self.counts["swaps"] += 1
             self._note(task, "")
             rospy.loginfo(f"{NODE}: {out.message} (load {out.load_ms:.0f} ms, validation {out.validation_ms:.0f} ms)")
-            return SwapEngineResponse(True, out.message, out.active_version, out.previous_version)
+            return SwapEngineResponse(True, out.message, out.active_version, out.previous_version), version_dir
         finally:
             self._release(task)
 
@@ -130,6 +181,18 @@ class ModelManagerNode:
         return SwapEngineResponse(False, message, active, "")
 
     def _on_rollback(self, req) -> RollbackEngineResponse:
+        start = time.perf_counter()
+        response = RollbackEngineResponse(False, "internal error", "")
+        try:
+            response = self._rollback(req)
+        except Exception as exc:  # a bug must not kill the service
+            response = RollbackEngineResponse(False, f"internal error: {type(exc).__name__}: {exc}", "")
+            rospy.logerr(f"{NODE}: rollback failed: {response.message}")
+        finally:
+            self._audit("rollback", req, response.success, response.message, "", response.active_version, start)
+        return response
+
+    def _rollback(self, req) -> RollbackEngineResponse:
         task = req.task.strip()
         serving = self._serving(task)
         if serving is None:
@@ -170,6 +233,12 @@ class ModelManagerNode:
                                                                         values)]))
         except Exception as exc:  # diagnostics must never take the node down
             rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+
+
+def _caller(req) -> str:
+    """The calling node's name, from the service connection header."""
+    header = getattr(req, "_connection_header", None) or {}
+    return str(header.get("callerid", ""))
 
 
 def main() -> None:

@@ -6,6 +6,9 @@
     rosrun airside_perception engine_tool validate --task T --baseline V --candidate V2
     rosrun airside_perception engine_tool bench    [--version V]
     rosrun airside_perception engine_tool calibrate-monitor --task T --version V [--data semantickitti:DIR]
+    rosrun airside_perception engine_tool keygen   --out-dir DIR --name NAME
+    rosrun airside_perception engine_tool sign     --task T --version V --key DIR/NAME.key
+    rosrun airside_perception engine_tool audit    [--log FILE]
 
 (also ``python -m airside_perception.tools.engine_tool VERB``). Exit codes: 0 done or gates
 passed, 1 gates failed, 2 bad request, 3 the step needs what this machine lacks (TensorRT).
@@ -93,6 +96,20 @@ def _parser() -> cli.Parser:
     p.add_argument("--intensity-max", type=float, default=255.0, help="largest intensity in the scans, with --data")
     p.add_argument("--false-alarm-rate", type=float, default=0.002, help="per-frame false-alarm rate aimed at")
     p.add_argument("--margin", type=float, default=1.25, help="factor on each statistic's quantile")
+    p.add_argument("--with", dest="also", nargs="*", default=[], metavar="TASK=VERSION",
+                   help="calibrate these versions of the other tasks on the same scans")
+
+    p = sub.add_parser("keygen", help="a new Ed25519 signing key: NAME.key (private, 0600) and NAME.pub")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--name", required=True)
+
+    p = sub.add_parser("sign", help="sign a version in place (signature.json over the manifest and its files)")
+    common(p)
+    p.add_argument("--key", required=True, help="private key from keygen (NAME.key)")
+
+    p = sub.add_parser("audit", help="the swap and rollback audit log as a table")
+    p.add_argument("--log", default=None, help="audit.jsonl (default: beside the default state file)")
+    p.add_argument("--last", type=cli.positive_int, default=None, help="only the last N entries")
 
     p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
     p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
@@ -108,7 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate,
-                "calibrate-monitor": _calibrate_monitor}[args.verb](args)
+                "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "sign": _sign,
+                "audit": _audit}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
 
@@ -222,6 +240,42 @@ def _quantize(args) -> int:
     return 0
 
 
+def _keygen(args) -> int:
+    from airside_perception.engines import signing
+
+    out = signing.generate_keypair(args.out_dir, args.name)
+    print(f"private key {out['private']} (mode 0600: keep it off the vehicle)")
+    print(f"public key  {out['public']} (copy into the vehicle's trusted_keys_dir)")
+    print(f"key id      {out['key_id']}")
+    return 0
+
+
+def _sign(args) -> int:
+    from airside_perception.engines import signing
+
+    manifest = store.load_version(args.engines_dir, args.task, args.version)  # checks manifest and checksum
+    signed = signing.sign_version(manifest.directory, args.task, args.version, args.key)
+    print(f"{manifest.directory}/{signing.SIGNATURE_FILE}: {args.task} {args.version} signed with key "
+          f"{signed['key_id']} over {', '.join(sorted(signed['statement']['files']))}")
+    return 0
+
+
+def _audit(args) -> int:
+    from airside_perception.engines import audit
+
+    path = args.log or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "airside_perception",
+                                    audit.AUDIT_FILE)
+    if not os.path.exists(path):
+        cli.fail(PROG, f"{path} does not exist: pass --log with the audit.jsonl beside the model manager's "
+                       "state file")
+    entries = list(audit.read_entries(path))
+    if args.last:
+        entries = entries[-args.last:]
+    print(audit.table(entries))
+    print(f"{len(entries)} entries from {path}")
+    return 0
+
+
 def _calibrate_monitor(args) -> int:
     from airside_perception.frames import IntensityScale, parse_sensor_pose
     from airside_perception.pipelines.host import PerceptionHost
@@ -229,8 +283,14 @@ def _calibrate_monitor(args) -> int:
 
     if not 0 < args.false_alarm_rate < 0.5 or args.margin < 1.0:
         cli.fail(PROG, "--false-alarm-rate must lie in (0, 0.5) and --margin be 1 or more")
-    manifest = store.load_version(args.engines_dir, args.task, args.version)
-    host = PerceptionHost([store.open_engine(manifest, "onnxruntime", 2)])
+    wanted = {args.task: args.version}
+    for item in args.also:
+        task, _, version = item.partition("=")
+        if task not in TASKS or not version or task in wanted:
+            cli.fail(PROG, f"--with {item}: write TASK=VERSION, TASK one of {list(TASKS)}, each task once")
+        wanted[task] = version
+    manifests = [store.load_version(args.engines_dir, t, v) for t, v in wanted.items()]
+    host = PerceptionHost([store.open_engine(m, "onnxruntime", 2) for m in manifests])
     if args.data:
         root = semantickitti.data_dir(args.data)
         scale = IntensityScale(args.intensity_max, host.bev_spec.intensity_max)
@@ -240,13 +300,15 @@ def _calibrate_monitor(args) -> int:
     else:
         clouds = monitor.synthetic_clouds("val", args.scans)
         split = "val"
-    section = monitor.calibrate_host(host, clouds, split, args.false_alarm_rate, args.margin)[args.task]
+    sections = monitor.calibrate_host(host, clouds, split, args.false_alarm_rate, args.margin)
     host.close()
-    print(f"{manifest.directory}/manifest.yaml: monitor calibrated on {section['scans']} scans ({split}), "
-          f"false-alarm rate aimed at {args.false_alarm_rate}")
-    for name, f in section["features"].items():
-        print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  "
-              f"limit {f['limit']:6.2f} ({f['side']})")
+    for manifest in manifests:
+        section = sections[manifest.task]
+        print(f"{manifest.directory}/manifest.yaml: monitor calibrated on {section['scans']} scans ({split}), "
+              f"false-alarm rate aimed at {args.false_alarm_rate}")
+        for name, f in section["features"].items():
+            print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  "
+                  f"limit {f['limit']:6.2f} ({f['side']})")
     return 0
 
 

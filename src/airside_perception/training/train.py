@@ -130,6 +130,10 @@ def main() -> None:
     parser.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32],
                         help="hidden widths of the segmentation per-point MLP")
     parser.add_argument("--randomize", action="store_true", help="domain randomisation (training.randomize)")
+    parser.add_argument("--chunk-minutes", type=float, default=0.0,
+                        help="stop after this many minutes of this run with a checkpoint (train_state.pt in "
+                             "--out-dir); --resume continues it, here or on another machine")
+    parser.add_argument("--resume", action="store_true", help="continue from --out-dir/train_state.pt")
     parser.add_argument("--init", nargs="*", default=[], metavar="TASK=FILE.pt",
                         help="start from these state dicts (fine-tuning) instead of random weights")
     parser.add_argument("--data", help="semantickitti:DIR: fine-tune segmentation on the vehicle's own scans")
@@ -158,18 +162,39 @@ def main() -> None:
         dataset = SimStream(spec, args.start_seed, Randomization() if args.randomize else None)
     params = [p for n in nets.values() for p in n.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    state_path = os.path.join(args.out_dir, "train_state.pt")
+    step, trained_s = 0, 0.0
+    if args.resume:
+        if not os.path.isfile(state_path):
+            parser.error(f"--resume: {state_path} does not exist: start without --resume")
+        state = torch.load(state_path, map_location=device)
+        for task, net in nets.items():
+            net.load_state_dict(state["nets"][task])
+        opt.load_state_dict(state["optimizer"])
+        step, trained_s = int(state["step"]), float(state["trained_s"])
+        if not args.data:  # fresh scenes: skip every seed the earlier chunks may have drawn
+            dataset = SimStream(spec, int(state["next_seed"]), dataset.randomization)
+        print(f"resumed at step {step}, {trained_s:.0f} s of {args.minutes * 60:.0f} s trained", flush=True)
     seg_weights = torch.tensor(SEG_CLASS_WEIGHTS, device=device)
     loader = DataLoader(dataset, batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate, prefetch_factor=4, persistent_workers=True)
     budget_s = args.minutes * 60.0
-    start = time.time()
-    step = 0
+    chunk_s = args.chunk_minutes * 60.0 if args.chunk_minutes > 0 else float("inf")
+    start = time.time() - trained_s
+    run_start = time.time()
+    curve = open(os.path.join(args.out_dir, "curve.csv"), "a")
+    if curve.tell() == 0:
+        curve.write("step,elapsed_s,lr,seg_loss,det_loss,occ_loss\n")
+    finished = True
     for batch in loader:
         elapsed = time.time() - start
         if elapsed > budget_s:
             break
+        if time.time() - run_start > chunk_s:
+            finished = False
+            break
         for group in opt.param_groups:  # cosine decay over the time budget
-            group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * min(elapsed / budget_s, 1.0)))
+            group["lr"] = float(args.lr * 0.5 * (1 + np.cos(np.pi * min(elapsed / budget_s, 1.0))))
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for n in nets.values():
             n.train()
@@ -194,7 +219,19 @@ def main() -> None:
         if step % 50 == 0:
             print(f"step {step:5d}  {elapsed:6.0f}s  seg {seg_loss.item():.3f}  det {det_loss.item():.3f}  "
                   f"occ {occ_loss.item():.3f}", flush=True)
-    print(f"trained {step} steps x {args.batch} scans in {time.time() - start:.0f}s", flush=True)
+            curve.write(f"{step},{elapsed:.1f},{opt.param_groups[0]['lr']:.6g},{seg_loss.item():.5f},"
+                        f"{det_loss.item():.5f},{occ_loss.item():.5f}\n")
+            curve.flush()
+    curve.close()
+    trained_s = time.time() - start
+    torch.save({"nets": {t: n.state_dict() for t, n in nets.items()}, "optimizer": opt.state_dict(), "step": step,
+                "trained_s": trained_s, "next_seed": getattr(dataset, "start_seed", 0) + (step + 64) * args.batch
+                + 4 * args.workers * args.batch}, state_path)
+    print(f"trained {step} steps x {args.batch} scans in {trained_s:.0f}s; checkpoint {state_path}", flush=True)
+    if not finished:
+        print(f"chunk done: continue with the same arguments and --resume ({args.minutes * 60 - trained_s:.0f} s "
+              "left)", flush=True)
+        return
     for task, net in nets.items():
         net = net.cpu().eval()
         torch.save(net.state_dict(), os.path.join(args.out_dir, f"{task}.pt"))
