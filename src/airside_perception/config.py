@@ -81,7 +81,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return data or {}
 

@@ -34,6 +34,7 @@ INFERENCE_HOST = {
     "backend": Key(str, "engine backend", choices=("auto", "onnxruntime", "tensorrt")),
     "state_file": Key(str, "file of active versions; empty for the default under ROS_HOME"),
     "swap": Key(dict, "engine swap validation and automatic rollback"),
+    "expected_power_mode": Key(str, "nvpmodel mode the vehicle should run in (Jetson); WARN otherwise"),
 }
 INFERENCE_HOST_SWAP = {
     "max_latency_factor": Key(float, "warm P99 of a candidate under budget x this", lo=0.1, hi=100.0),

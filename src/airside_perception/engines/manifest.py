@@ -147,8 +147,9 @@ def load_manifest(version_dir: str, verify_checksum: bool = True) -> Manifest:
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML ({exc}); fix the file or re-export the engine") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid YAML ({type(exc).__name__}: {exc}); fix the file or re-export "
+                            "the engine") from None
     manifest = parse_manifest(data, os.path.abspath(version_dir), path)
     if not os.path.isfile(manifest.model_path):
         raise ManifestError(f"{path}: model file {manifest.model_path} is missing")

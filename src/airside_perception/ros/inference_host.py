@@ -18,7 +18,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from airside_perception import classes, config, memory, node_configs
+from airside_perception import classes, config, memory, node_configs, platform_probe
 from airside_perception.cloud import CloudArray
 from airside_perception.engines import golden, store
 from airside_perception.engines.active import ActiveVersions
@@ -225,6 +225,7 @@ class InferenceHostNode:
         for task in self.host.tasks:
             out.append(self._task_status(task))
         out.append(self._shift_status())
+        out.append(self._platform_status())
         e2e = self.times.percentiles("end_to_end")
         level = budget_level(e2e.p99 if e2e else float("nan"), b.cycle_ms, b.warn_factor, b.error_factor)
         out.append(common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
@@ -249,6 +250,10 @@ class InferenceHostNode:
         if self.task_errors[task]:
             level, message = ERROR, f"{self.task_errors[task]} failed frames; last: {self.last_error[task]}"
         return common.status(f"{NODE}: {task}", level, message, values)
+
+    def _platform_status(self):
+        verdict = platform_probe.assess(platform_probe.probe("/"), self.cfg["expected_power_mode"])
+        return common.status(f"{NODE}: platform", verdict.level, verdict.message, verdict.values)
 
     def _shift_status(self):
         """The distribution-shift monitor: trust of the last cloud per task, frames flagged."""
