@@ -130,6 +130,10 @@ def main() -> None:
     parser.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32],
                         help="hidden widths of the segmentation per-point MLP")
     parser.add_argument("--randomize", action="store_true", help="domain randomisation (training.randomize)")
+    parser.add_argument("--street-share", type=float, default=Randomization.street_share,
+                        help="with --randomize: share of street scenes")
+    parser.add_argument("--single-sensor-share", type=float, default=Randomization.single_sensor_share,
+                        help="with --randomize: share of scans from one roof sensor of another kind")
     parser.add_argument("--chunk-minutes", type=float, default=0.0,
                         help="stop after this many minutes of this run with a checkpoint (train_state.pt in "
                              "--out-dir); --resume continues it, here or on another machine")
@@ -159,7 +163,8 @@ def main() -> None:
         nets = {"segmentation": nets["segmentation"]}
         dataset = OwnScans(spec, _own_scans(args, parser))
     else:
-        dataset = SimStream(spec, args.start_seed, Randomization() if args.randomize else None)
+        randomization = Randomization(street_share=args.street_share, single_sensor_share=args.single_sensor_share)
+        dataset = SimStream(spec, args.start_seed, randomization if args.randomize else None)
     params = [p for n in nets.values() for p in n.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     state_path = os.path.join(args.out_dir, "train_state.pt")
