@@ -150,6 +150,9 @@ def load_manifest(version_dir: str, verify_checksum: bool = True) -> Manifest:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid YAML ({type(exc).__name__}: {exc}); fix the file or re-export "
                             "the engine") from None
+    except OSError as exc:
+        raise ManifestError(f"{path} cannot be read ({exc.strerror}): check the engines directory's permissions "
+                            "(the nodes' user must read it)") from None
     manifest = parse_manifest(data, os.path.abspath(version_dir), path)
     if not os.path.isfile(manifest.model_path):
         raise ManifestError(f"{path}: model file {manifest.model_path} is missing")

@@ -79,3 +79,25 @@ def test_task_must_match_its_folder(tmp_path, version_copy):
 def test_unknown_version_lists_what_exists():
     with pytest.raises(ManifestError, match=r"versions of detection here: \['1.0.0'"):
         store.load_version(ENGINES, "detection", "7.7.7")
+
+
+def test_unreadable_engines_directory_is_a_manifest_error_naming_permissions(monkeypatch):
+    import builtins
+    import os
+
+    import pytest
+
+    from airside_perception.engines import store
+    from airside_perception.errors import ManifestError
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
+    real_open = builtins.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("manifest.yaml"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(ManifestError, match="cannot be read.*permissions"):
+        store.load_version(root, "detection", "1.0.0")
