@@ -6,7 +6,10 @@ Copies of every shipped version (swaps only take real directories under the root
 - detection/bad_shape/: a heatmap of 64 x 64 cells instead of 128 x 128 (refused by a swap);
 - detection/nan_sparse/: 1.0.0 plus a numerically unstable branch: equal to 1.0.0 on dense
   clouds (the golden inputs, so it passes swap validation) and NaN on sparse ones (the
-  compact sample bag): it must be rolled back automatically once it serves.
+  compact sample bag): it must be rolled back automatically once it serves;
+- detection/slow/: 1.0.0 plus wasted work on the input (matrix products added times zero):
+  the same outputs, several times slower;
+- detection/1.0.0-copy/: an exact copy of 1.0.0 under another version number.
 Run from the repository root: python scripts/make_test_engines.py [DEST]; `make test` does.
 """
 
@@ -71,6 +74,30 @@ def nan_on_sparse(src: str, path: str) -> None:
     onnx.save(model, path)
 
 
+SLOW_PRODUCTS = 12  # (2048 x 256) @ (256 x 256) each: about 0.16 GFLOP of wasted work
+
+
+def slow(src: str, path: str) -> None:
+    model = onnx.load(src)
+    for node in model.graph.node:
+        node.output[:] = ["heatmap_raw" if o == "heatmap" else o for o in node.output]
+    nodes = [helper.make_node("Reshape", ["bev", "shape"], ["m0"])]
+    for k in range(SLOW_PRODUCTS):
+        nodes += [helper.make_node("MatMul", [f"m{k}", "w"], [f"p{k}"]),
+                  helper.make_node("Tanh", [f"p{k}"], [f"m{k + 1}"])]
+    nodes += [helper.make_node("ReduceMean", [f"m{SLOW_PRODUCTS}"], ["waste"], keepdims=0),
+              helper.make_node("Mul", ["waste", "zero"], ["nothing"]),
+              helper.make_node("Add", ["heatmap_raw", "nothing"], ["heatmap"])]
+    model.graph.node.extend(nodes)
+    rng = np.random.default_rng(0)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array([2048, 256], np.int64), "shape"),
+        numpy_helper.from_array((rng.normal(0, 0.06, (256, 256))).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def build(root: str) -> str:
     """Creates the fixture engines root at ``root`` (replacing it); returns its path."""
     if os.path.isdir(root):
@@ -84,6 +111,10 @@ def build(root: str) -> str:
         package_version(tmp, "detection", version, root, with_golden=False)
     nan_on_sparse(os.path.join(SHIPPED, "detection", "1.0.0", "model.onnx"), tmp)
     package_version(tmp, "detection", "nan_sparse", root, with_golden=False)
+    slow(os.path.join(SHIPPED, "detection", "1.0.0", "model.onnx"), tmp)
+    package_version(tmp, "detection", "slow", root, with_golden=False)
+    shutil.copy(os.path.join(SHIPPED, "detection", "1.0.0", "model.onnx"), tmp)
+    package_version(tmp, "detection", "1.0.0-copy", root, with_golden=False)
     os.remove(tmp)
     return os.path.abspath(root)
 

@@ -2,9 +2,12 @@
 
 A failed swap leaves the serving engine serving; a good one replaces it between two frames
 and the replaced engine stays loaded as the fallback (the previous fallback is released).
-After a swap the new engine is watched: errors, non-finite outputs or deadline misses over a
-window roll it back to the fallback automatically. Every change of the active version is
-persisted atomically.
+After a swap the new engine is watched over a window of frames: failed or non-finite frames
+roll it back to the fallback automatically; so does slowness, judged against the replaced
+engine's own record over the frames before the swap (its latency and deadline-miss rate under
+the same load), never against an absolute limit alone: an engine no slower than the one it
+replaced is not rolled back because the machine is busy. Every change of the active version
+is persisted atomically.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from airside_perception.config import Budget
 from airside_perception.engines import golden, staging, store
 from airside_perception.engines.active import ActiveVersions
-from airside_perception.engines.validation import validate_candidate
+from airside_perception.engines.validation import MAX_SLOWDOWN, validate_candidate
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
@@ -71,7 +74,9 @@ class _TaskSwap:
         self.state = SERVING
         self.message = ""
         self.fallback: Optional[TaskEngine] = None
-        self.window: Deque[bool] = collections.deque()
+        self.window: Deque[bool] = collections.deque()  # failed frames of the new engine
+        self.times: Deque[Tuple[float, bool]] = collections.deque()  # (task ms, deadline miss) of the serving engine
+        self.before: List[Tuple[float, bool]] = []  # the replaced engine's record, for the watch
 
 
 class SwapController:
@@ -140,7 +145,7 @@ class SwapController:
         try:
             clouds = golden.load_golden(serving.manifest)
             report = validate_candidate(candidate, serving, clouds, self.budget.stage(task),
-                                        self.params.max_latency_factor)
+                                        self.params.max_latency_factor, self.host.wait_between_frames)
         except AirsideError as exc:
             candidate.close()
             self._set(task, SERVING, f"swap to {manifest.version} refused: {exc}")
@@ -155,6 +160,7 @@ class SwapController:
         previous = self.host.slots[task].exchange(candidate)  # between two frames
         old_fallback, ts.fallback = ts.fallback, previous
         ts.window.clear()
+        ts.before, ts.times = list(ts.times), collections.deque()
         if old_fallback is not None:
             old_fallback.close()
             del old_fallback
@@ -185,6 +191,7 @@ class SwapController:
             del rolled_out
             release_free_memory()
             ts.window.clear()
+            ts.times.clear()
             self.active.set(task, fallback.version)
             self.rollbacks += 1
             self._set(task, ROLLED_BACK, f"rolled back {out_version} -> {fallback.version}: {reason}")
@@ -196,21 +203,47 @@ class SwapController:
 
     # ------------------------------------------------------------------ monitoring
     def record(self, frame: FrameResult) -> List[str]:
-        """Watches engines that have a fallback; returns the tasks rolled back automatically."""
+        """Keeps every engine's latency record and watches engines that have a fallback;
+        returns the tasks rolled back automatically."""
         rolled = []
+        window = self.params.rollback_window_frames
         for task, ts in self.tasks.items():
+            result = frame.results.get(task)
+            if result is not None:
+                ts.times.append((result.inference_ms + result.postprocess_ms,
+                                 frame.total_ms > self.params.frame_deadline_ms))
+                while len(ts.times) > window:
+                    ts.times.popleft()
             if ts.fallback is None:
                 continue
             error = frame.errors.get(task)
-            slow = frame.total_ms > self.params.frame_deadline_ms
-            ts.window.append(error is not None or slow)
-            while len(ts.window) > self.params.rollback_window_frames:
+            ts.window.append(error is not None)
+            while len(ts.window) > window:
                 ts.window.popleft()
             failures = sum(ts.window)
+            reason = None
             if failures >= self.params.rollback_max_failures:
-                why = error or f"frame took {frame.total_ms:.0f} ms, over {self.params.frame_deadline_ms:.0f} ms"
-                outcome = self.rollback(task, f"automatic: {failures} bad frames of the last {len(ts.window)} "
-                                              f"(last: {why})")
+                reason = f"{failures} failed frames of the last {len(ts.window)} (last: {error})"
+            else:
+                reason = self._slower_than_before(ts)
+            if reason:
+                outcome = self.rollback(task, f"automatic: {reason}")
                 if outcome.success:
                     rolled.append(task)
         return rolled
+
+    def _slower_than_before(self, ts: _TaskSwap) -> Optional[str]:
+        """Why the new engine is slower than the one it replaced, over the same number of frames
+        under the load of the moment, or None. It must be both clearly slower (median over
+        ``MAX_SLOWDOWN`` x) and miss the frame deadline more often than the old engine did."""
+        n = min(len(ts.times), len(ts.before))
+        if n < max(10, self.params.rollback_max_failures):
+            return None
+        new, old = list(ts.times)[-n:], ts.before[-n:]
+        new_ms, old_ms = sorted(t for t, _ in new)[n // 2], sorted(t for t, _ in old)[n // 2]
+        new_misses, old_misses = sum(m for _, m in new), sum(m for _, m in old)
+        if new_ms > MAX_SLOWDOWN * old_ms and new_misses >= old_misses + self.params.rollback_max_failures:
+            return (f"slower than the engine it replaced over {n} frames: median {new_ms:.1f} ms against "
+                    f"{old_ms:.1f} ms, {new_misses} frames over {self.params.frame_deadline_ms:.0f} ms against "
+                    f"{old_misses}")
+        return None

@@ -77,6 +77,13 @@ class PerceptionHost:
                                   "all hosted engines must share one BEV grid")
         self.slots: Dict[str, EngineSlot] = {e.task: EngineSlot(e) for e in engines}
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="task")
+        self._idle = threading.Event()  # set between frames
+        self._idle.set()
+
+    def wait_between_frames(self, timeout_s: float = 0.25) -> None:
+        """Blocks until no frame is being processed (at most ``timeout_s``): background work such
+        as a swap candidate's validation runs in the gaps between frames."""
+        self._idle.wait(timeout_s)
 
     @property
     def tasks(self):
@@ -84,6 +91,13 @@ class PerceptionHost:
 
     def process(self, points: np.ndarray) -> FrameResult:
         """points (N, 4) float32 x, y, z, intensity, base_link (NaN rows allowed)."""
+        self._idle.clear()
+        try:
+            return self._process(points)
+        finally:
+            self._idle.set()
+
+    def _process(self, points: np.ndarray) -> FrameResult:
         start = time.perf_counter()
         bev: BevInput = encode(points, self.bev_spec)
         pre_ms = (time.perf_counter() - start) * 1e3

@@ -138,6 +138,8 @@ def main() -> None:
                         help="stop after this many minutes of this run with a checkpoint (train_state.pt in "
                              "--out-dir); --resume continues it, here or on another machine")
     parser.add_argument("--resume", action="store_true", help="continue from --out-dir/train_state.pt")
+    parser.add_argument("--tasks", nargs="*", default=["segmentation", "detection", "occupancy"],
+                        choices=["segmentation", "detection", "occupancy"], help="networks to train")
     parser.add_argument("--init", nargs="*", default=[], metavar="TASK=FILE.pt",
                         help="start from these state dicts (fine-tuning) instead of random weights")
     parser.add_argument("--data", help="semantickitti:DIR: fine-tune segmentation on the vehicle's own scans")
@@ -159,7 +161,8 @@ def main() -> None:
             parser.error(f"--init {item}: write TASK=FILE.pt with TASK one of {sorted(nets)} and an existing file")
         nets[task].load_state_dict(torch.load(path, map_location=device))
         print(f"{task}: starting from {path}", flush=True)
-    if args.data:
+    nets = {t: n for t, n in nets.items() if t in args.tasks or (args.data and t == "segmentation")}
+    if args.data:  # own scans carry point labels: segmentation alone
         nets = {"segmentation": nets["segmentation"]}
         dataset = OwnScans(spec, _own_scans(args, parser))
     else:
@@ -203,11 +206,12 @@ def main() -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for n in nets.values():
             n.train()
-        seg_logits = seg_forward_batched(nets["segmentation"], batch["bev"], batch["point_cells"],
-                                         batch["point_batch"], batch["point_features"])
-        seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights,
-                                   ignore_index=classes.UNLABELLED)
-        det_loss = occ_loss = torch.zeros((), device=device)
+        seg_loss = det_loss = occ_loss = torch.zeros((), device=device)
+        if "segmentation" in nets:
+            seg_logits = seg_forward_batched(nets["segmentation"], batch["bev"], batch["point_cells"],
+                                             batch["point_batch"], batch["point_features"])
+            seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights,
+                                       ignore_index=classes.UNLABELLED)
         if "detection" in nets:
             heat, reg = nets["detection"](batch["bev"])
             det_loss = detection_loss(heat, reg, batch)

@@ -105,7 +105,7 @@ def test_nan_engine_passes_golden_validation_then_rolls_back_automatically(root,
 def test_fifty_swaps_keep_memory_flat(root, tmp_path):
     ctl, host, _ = _controller(root, tmp_path, tasks=("occupancy",))
     proc = psutil.Process()
-    versions = ["1.0.0-int8", "1.0.0"]
+    versions = ["1.1.0", "1.0.0"]  # the same network: FP32 both, equally fast
     for i in range(6):  # warm-up: allocator pools and ONNX Runtime arenas settle
         assert ctl.swap("occupancy", os.path.join(root, "occupancy", versions[i % 2])).success
     before = proc.memory_info().rss
@@ -156,6 +156,129 @@ def test_latency_gate_refuses_a_slow_candidate(root, tmp_path):
         out = ctl.swap("segmentation", os.path.join(root, "segmentation", "1.0.0-int8"))
     finally:
         validation.MAX_SLOWDOWN = slowdown
-    assert not out.success and "warm P99 latency" in out.message
+    assert not out.success and "too slow" in out.message
     assert host.engine("segmentation").version == "1.0.0"
+    host.close()
+
+
+# ---------------------------------------------------------------------------- under load
+def _spin(seconds):
+    import time as _time
+
+    end = _time.monotonic() + seconds
+    while _time.monotonic() < end:
+        pass
+
+
+class CpuHog:
+    """Every core busy with spinning processes for the duration of the block."""
+
+    def __init__(self, seconds=60.0):
+        import multiprocessing
+
+        self.procs = [multiprocessing.Process(target=_spin, args=(seconds,), daemon=True)
+                      for _ in range(os.cpu_count() or 2)]
+
+    def __enter__(self):
+        for p in self.procs:
+            p.start()
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.terminate()
+            p.join()
+
+
+class Serving:
+    """Feeds the host a cloud every ``period_s``, like the node's worker, and records versions."""
+
+    def __init__(self, host, period_s=0.1):
+        import threading
+
+        self.host, self.period_s = host, period_s
+        self.cloud = make_scan(110016, "compact").points
+        self.frames = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import time as _time
+
+        nxt = _time.monotonic()
+        while not self.done.is_set():
+            frame = self.host.process(self.cloud)
+            self.frames.append(frame)
+            for rolled in self.on_frame(frame):
+                self.rolled.append(rolled)
+            nxt += self.period_s
+            _time.sleep(max(0.0, nxt - _time.monotonic()))
+
+    def start(self, controller):
+        self.on_frame = controller.record
+        self.rolled = []
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+
+
+def _loaded_controller(root, tmp_path, deadline_ms):
+    ctl, host, active = _controller(root, tmp_path)
+    ctl.params = SwapParams("onnxruntime", 1, max_latency_factor=1.0, rollback_window_frames=20,
+                            rollback_max_failures=3, frame_deadline_ms=deadline_ms, require_gate_report=False)
+    return ctl, host
+
+
+def test_an_exact_copy_is_neither_refused_nor_rolled_back_under_a_cpu_hog(root, tmp_path):
+    import time
+
+    ctl, host = _loaded_controller(root, tmp_path, deadline_ms=15.0)  # the hog makes many frames miss this
+    with CpuHog():
+        serving = Serving(host).start(ctl)
+        time.sleep(3.0)  # the serving engine's record under the same load
+        out = ctl.swap("detection", os.path.join(root, "detection", "1.0.0-copy"))
+        time.sleep(4.0)
+        serving.stop()
+    misses = sum(f.total_ms > 15.0 for f in serving.frames)
+    assert out.success, out.message
+    assert serving.rolled == [] and host.engine("detection").version == "1.0.0-copy", ctl.status()[0].message
+    assert misses >= 3, f"only {misses} frames over the deadline: the hog did not load the machine"
+    host.close()
+
+
+def test_a_clearly_slower_candidate_is_still_refused_under_a_cpu_hog(root, tmp_path):
+    import time
+
+    ctl, host = _loaded_controller(root, tmp_path, deadline_ms=15.0)
+    with CpuHog():
+        serving = Serving(host).start(ctl)
+        time.sleep(1.0)
+        out = ctl.swap("detection", os.path.join(root, "detection", "slow"))
+        serving.stop()
+    assert not out.success and "too slow" in out.message, out.message
+    assert host.engine("detection").version == "1.0.0"
+    host.close()
+
+
+def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, tmp_path, monkeypatch):
+    import time
+
+    import airside_perception.engines.validation as validation
+
+    ctl, host = _loaded_controller(root, tmp_path, deadline_ms=30.0)  # between the two engines' frame times
+    monkeypatch.setattr(validation, "MAX_SLOWDOWN", 100.0)
+    monkeypatch.setattr(validation, "SAME_SPEED", 100.0)
+    serving = Serving(host, period_s=0.05).start(ctl)
+    time.sleep(1.5)
+    out = ctl.swap("detection", os.path.join(root, "detection", "slow"))
+    assert out.success, out.message
+    deadline = time.monotonic() + 10.0
+    while not serving.rolled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    serving.stop()
+    assert serving.rolled == ["detection"] and host.engine("detection").version == "1.0.0"
+    assert "slower than the engine it replaced" in ctl.status()[0].message
     host.close()
