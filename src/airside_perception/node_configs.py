@@ -34,6 +34,8 @@ INFERENCE_HOST = {
     "backend": Key(str, "engine backend", choices=("auto", "onnxruntime", "tensorrt")),
     "state_file": Key(str, "file of active versions; empty for the default under ROS_HOME"),
     "swap": Key(dict, "engine swap validation and automatic rollback"),
+    "preprocessing_device": Key(str, "where the shared encoding runs; gpu falls back to the CPU without CUDA",
+                                choices=("cpu", "gpu")),
     "expected_power_mode": Key(str, "nvpmodel mode the vehicle should run in (Jetson); WARN otherwise"),
 }
 INFERENCE_HOST_SWAP = {

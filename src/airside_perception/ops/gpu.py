@@ -39,3 +39,38 @@ def decode_occupancy(logits, bev_half_extent_m: float, resolution_m: float, out_
     """(1, Z, S, S) logits -> :class:`occupancy.OccupancyGrid2D` with device arrays."""
     return occupancy.decode_occupancy(logits, bev_half_extent_m, resolution_m, out_half_extent_m, threshold,
                                       xp=_cp())
+
+
+class PreprocessingDevice:
+    """Where the shared encoding runs: ``cpu`` (NumPy) or ``gpu`` (CuPy, results copied back to
+    host arrays for the engines' host-side feeds). ``gpu`` falls back to the CPU where CuPy or
+    a CUDA device is missing or fails; ``fallback_reason`` then says why."""
+
+    def __init__(self, requested: str):
+        if requested not in ("cpu", "gpu"):
+            raise ValueError(f"preprocessing_device '{requested}' must be cpu or gpu")
+        self.requested = requested
+        self.fallback_reason = ""
+        self.device = "cpu"
+        if requested == "gpu":
+            try:
+                cupy = _cp()
+                cupy.cuda.runtime.getDeviceCount()
+                cupy.zeros(1).sum()  # a real kernel launch, not just an import
+                self.device = "gpu"
+            except Exception as exc:  # ImportError, CUDA driver or runtime errors: all mean "no GPU here"
+                self.fallback_reason = f"GPU preprocessing unavailable ({type(exc).__name__}: {exc}); using the CPU"
+
+    def encode(self, points, spec: bev.BevSpec) -> bev.BevInput:
+        if self.device == "cpu":
+            return bev.encode(points, spec)
+        try:
+            cupy = _cp()
+            d = bev.encode(cupy.asarray(points), spec, xp=cupy)
+            return bev.BevInput(cupy.asnumpy(d.bev), cupy.asnumpy(d.kept), cupy.asnumpy(d.point_cells),
+                                cupy.asnumpy(d.point_features), d.n_input, int(d.overflow_points),
+                                int(d.overflow_pillars))
+        except Exception as exc:  # a failing device must not stop the frame: fall back for good
+            self.device = "cpu"
+            self.fallback_reason = f"GPU preprocessing failed ({type(exc).__name__}: {exc}); using the CPU"
+            return bev.encode(points, spec)

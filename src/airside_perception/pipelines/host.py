@@ -16,7 +16,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from airside_perception.errors import AirsideError, ConfigError
-from airside_perception.ops.bev import BevInput, BevSpec, encode
+from airside_perception.ops.bev import BevInput, BevSpec
+from airside_perception.ops.gpu import PreprocessingDevice
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
 from airside_perception.pipelines.trust import TrustScore, input_features
 
@@ -66,7 +67,7 @@ class EngineSlot:
 class PerceptionHost:
     """Runs the configured tasks on each cloud; never raises on a task's failure."""
 
-    def __init__(self, engines: Sequence[TaskEngine]):
+    def __init__(self, engines: Sequence[TaskEngine], preprocessing_device: str = "cpu"):
         if not engines:
             raise ConfigError("no task configured: set 'tasks' to one or more of segmentation, detection, occupancy")
         specs = {e.task: e.bev_spec for e in engines}
@@ -76,6 +77,7 @@ class PerceptionHost:
                 raise ConfigError(f"engine '{task}' needs preprocessing {spec}, the others {self.bev_spec}: "
                                   "all hosted engines must share one BEV grid")
         self.slots: Dict[str, EngineSlot] = {e.task: EngineSlot(e) for e in engines}
+        self.preprocessing = PreprocessingDevice(preprocessing_device)
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="task")
         self._idle = threading.Event()  # set between frames
         self._idle.set()
@@ -99,7 +101,7 @@ class PerceptionHost:
 
     def _process(self, points: np.ndarray) -> FrameResult:
         start = time.perf_counter()
-        bev: BevInput = encode(points, self.bev_spec)
+        bev: BevInput = self.preprocessing.encode(points, self.bev_spec)
         pre_ms = (time.perf_counter() - start) * 1e3
         engines = {task: slot.get() for task, slot in self.slots.items()}
         futures = {task: self._pool.submit(engine.run, bev) for task, engine in engines.items()}

@@ -51,7 +51,9 @@ class InferenceHostNode:
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
         self.active = ActiveVersions(self.cfg["state_file"] or common.ros_home_file(
             "airside_perception", "active_engines.yaml"), self.cfg["versions"])
-        self.host = PerceptionHost([self._open(task) for task in self.cfg["tasks"]])
+        self.host = PerceptionHost([self._open(task) for task in self.cfg["tasks"]], self.cfg["preprocessing_device"])
+        if self.host.preprocessing.fallback_reason:
+            rospy.logwarn(f"{NODE}: {self.host.preprocessing.fallback_reason}")
         self.times = StageTimes(self.cfg["stats_window"])
         self.counts: Dict[str, int] = {"overflow_frames": 0, "overflow_points": 0}
         self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
@@ -219,9 +221,14 @@ class InferenceHostNode:
         pre = self.times.percentiles("preprocessing")
         level = budget_level(pre.p99 if pre else float("nan"), b.stage("preprocessing"), b.warn_factor,
                              b.error_factor)
-        out.append(common.status(f"{NODE}: preprocessing", level, _budget_message(pre, b.stage("preprocessing")),
+        device = self.host.preprocessing
+        message = _budget_message(pre, b.stage("preprocessing"))
+        if device.fallback_reason:
+            level, message = max(level, WARN), f"{device.fallback_reason}; {message}"
+        out.append(common.status(f"{NODE}: preprocessing", level, message,
                                  {**common.percentile_values("preprocessing", pre),
-                                  "budget (ms)": b.stage("preprocessing")}))
+                                  "budget (ms)": b.stage("preprocessing"), "device": device.device,
+                                  "requested device": device.requested}))
         for task in self.host.tasks:
             out.append(self._task_status(task))
         out.append(self._shift_status())
