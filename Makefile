@@ -25,12 +25,13 @@ ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
 ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
 VENV38 := $(ROOT)/.venv38
 BENCH_S ?= 60
+SOAK_S ?= 1800
 # The sensor-frame test feed: a KITTI-like mount, rotated a quarter turn so that a missed
 # transform cannot pass unnoticed.
 VELODYNE_POSE := 0.3 0 1.73 0 0 1.5707963
 PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
 
-.PHONY: help setup build test unit lint py38 rostest demo bench sample-bag docs clean
+.PHONY: help setup build test unit lint py38 rostest demo bench soak sample-bag docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -102,6 +103,16 @@ bench: setup ## benchmarks: P50/P99/max of every stage and of the whole graph, i
 	  duration_s:=$(BENCH_S) > $(RESULTS)/graph_launch.log 2>&1 || { tail -30 $(RESULTS)/graph_launch.log; exit 1; }
 	@cat $(RESULTS)/graph.txt
 	@! grep -q '^ERROR' $(RESULTS)/graph.txt
+
+$(RESULTS)/bench_100k.bag:
+	@mkdir -p $(RESULTS)
+	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 --density default --compression none --out $@
+
+soak: setup $(RESULTS)/bench_100k.bag ## soak test: full graph for SOAK_S seconds (default 1800), swaps and rollbacks, into bench_results/soak.*
+	$(ROS_ENV) roslaunch $(PKG) soak.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/soak.txt \
+	  duration_s:=$(SOAK_S) > $(RESULTS)/soak_launch.log 2>&1 || { tail -30 $(RESULTS)/soak_launch.log; exit 1; }
+	@cat $(RESULTS)/soak.txt
+	@! grep -q '^verdict: FAIL' $(RESULTS)/soak.txt
 
 sample-bag: setup ## regenerate the bundled sample bag under test/data/
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 20 --density compact \
