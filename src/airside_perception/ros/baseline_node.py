@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rospy.numpy_msg import numpy_msg
 from std_msgs.msg import Header
@@ -17,6 +16,7 @@ from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, SemanticPointCloud
 from airside_perception.ros import common, messages
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
+from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.stats import StageTimes, budget_level
 
 NODE = "baseline"
@@ -47,10 +47,12 @@ class BaselineNode:
         self.pub_seg = rospy.Publisher("/baseline/segmentation", numpy_msg(SemanticPointCloud), queue_size=2)
         self.pub_obs = rospy.Publisher("/baseline/obstacles", Detection3DArray, queue_size=2)
         self.pub_occ = rospy.Publisher("/baseline/occupancy", numpy_msg(OccupancyGrid), queue_size=2)
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         intake = IntakeParams(self.cfg["max_points"], MAX_INPUT_AGE_MS, self.cfg["target_frame"])
         self.worker = CloudWorker(NODE, self._process, intake, self.times)
-        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
+        self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
+        self.diagnostics.add("input", self.worker.input_status)
+        self.diagnostics.add("processing", self._processing_status)
+        self.topic_diag = self.diagnostics.topic("/baseline/obstacles", 10.0, 0.1)
         rospy.on_shutdown(self.close)
 
     def _process(self, header: Header, cloud: CloudArray) -> None:
@@ -67,20 +69,17 @@ class BaselineNode:
         for stage, value in result.timings_ms.items():
             self.times.add(stage, value)
         self.times.add("end_to_end", (rospy.Time.now() - header.stamp).to_sec() * 1e3)
+        self.topic_diag.tick(header.stamp)
 
-    def _on_diag_timer(self, _event) -> None:
-        try:
-            total = self.times.percentiles("total")
-            budget = self.cfg["max_processing_time_ms"]
-            level = budget_level(total.p99 if total else float("nan"), budget, 1.0, 1.5)
-            values = {"budget (ms)": budget}
-            for stage in ("ground", "clusters", "total", "end_to_end"):
-                values.update(common.percentile_values(stage, self.times.percentiles(stage)))
-            message = "no frames yet" if total is None else f"P99 {total.p99:.1f} ms of {budget:.0f} ms"
-            self.pub_diag.publish(common.diagnostics_msg(
-                [self.worker.input_status(), common.status(f"{NODE}: processing", level, message, values)]))
-        except Exception as exc:  # diagnostics must never take the node down
-            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+    def _processing_status(self):
+        total = self.times.percentiles("total")
+        budget = self.cfg["max_processing_time_ms"]
+        level = budget_level(total.p99 if total else float("nan"), budget, 1.0, 1.5)
+        values = {"budget (ms)": budget}
+        for stage in ("ground", "clusters", "total", "end_to_end"):
+            values.update(common.percentile_values(stage, self.times.percentiles(stage)))
+        message = "no frames yet" if total is None else f"P99 {total.p99:.1f} ms of {budget:.0f} ms"
+        return common.status(f"{NODE}: processing", level, message, values)
 
     def close(self) -> None:
         self.worker.close()

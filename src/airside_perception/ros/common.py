@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional
 
 import rospkg
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from airside_perception import config
 from airside_perception.errors import ConfigError
@@ -81,11 +81,6 @@ def percentile_values(prefix: str, p: Optional[Percentiles]) -> Dict[str, str]:
             f"{prefix} max (ms)": f"{p.max:.2f}"}
 
 
-def diagnostics_msg(statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
-    msg = DiagnosticArray()
-    msg.header.stamp = rospy.Time.now()
-    msg.status = list(statuses)
-    return msg
 
 
 def ros_home_file(*parts: str) -> str:

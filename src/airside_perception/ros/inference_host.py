@@ -11,7 +11,7 @@ import time
 from typing import Dict, Optional
 
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray, KeyValue
+from diagnostic_msgs.msg import KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import PointCloud2
@@ -31,6 +31,7 @@ from airside_perception.pipelines.tasks import TaskEngine
 from airside_perception.pipelines.trust import TrustScore
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
+from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
 from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
 
@@ -69,8 +70,8 @@ class InferenceHostNode:
         self._warm_up()
         intake = IntakeParams(self.cfg["max_points"], self.cfg["max_input_age_ms"], self.cfg["target_frame"],
                               IntensityScale(self.cfg["intensity_max"], self.host.bev_spec.intensity_max))
+        self._diagnostics()  # before the first frame: publishing ticks the topic diagnostics
         self.worker = CloudWorker(NODE, self._process, intake, self.times)
-        self.diag_timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
         rospy.on_shutdown(self.close)
         rospy.loginfo(f"{NODE}: serving {', '.join(f'{t} {self.host.engine(t).version}' for t in self.host.tasks)}"
                       f" from {self.engines_root}")
@@ -117,7 +118,6 @@ class InferenceHostNode:
             if "occupancy" in tasks else None
         self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2) \
             if self.cfg["publish_markers"] and "detection" in tasks else None
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         self.pub_seg_cloud = rospy.Publisher("/perception/segmentation_cloud", PointCloud2, queue_size=1)
         self.pub_status = rospy.Publisher("/inference_host/status", InferenceStatus, queue_size=5)
         self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
@@ -163,12 +163,14 @@ class InferenceHostNode:
             names = self.host.engine("segmentation").manifest.class_names
             self.pub_seg.publish(messages.semantic_msg(header, seg.labels, seg.scores, names, seg.version,
                                                        self._latency_ms(header)))
+            self.topic_diags["/perception/segmentation"].tick(header.stamp)
         det = frame.results.get("detection")
         if det is not None and self.pub_det:
             names = classes.DETECTION_CLASS_NAMES
             b = det.boxes
             self.pub_det.publish(messages.detections_msg(header, "advanced", det.version, b.boxes, b.labels,
                                                          b.scores, names, self._latency_ms(header)))
+            self.topic_diags["/perception/detections"].tick(header.stamp)
             if self.pub_markers:
                 self.pub_markers.publish(markers.box_markers(header, "advanced", b.boxes,
                                                              [names[i] for i in b.labels], b.scores))
@@ -177,6 +179,7 @@ class InferenceHostNode:
             g = occ.grid
             self.pub_occ.publish(messages.occupancy_msg(header, g.cells, g.resolution_m, g.origin_x_m,
                                                         g.origin_y_m))
+            self.topic_diags["/perception/occupancy"].tick(header.stamp)
         latency_ms = self._latency_ms(header)
         self.times.add("end_to_end", latency_ms)
         tasks = self.host.tasks
@@ -208,16 +211,27 @@ class InferenceHostNode:
             rospy.logerr_throttle(5.0, f"{NODE}: {task}: {error}")
 
     # ------------------------------------------------------------------ diagnostics
-    def _on_diag_timer(self, _event) -> None:
-        try:
-            self.pub_diag.publish(common.diagnostics_msg(self.diagnostics()))
-        except Exception as exc:  # diagnostics must never take the node down
-            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+    def _diagnostics(self) -> None:
+        self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
+        self.diagnostics.add("input", self._input_status)
+        self.diagnostics.add("preprocessing", self._preprocessing_status)
+        for task in self.host.tasks:
+            self.diagnostics.add(task, lambda task=task: self._task_status(task))
+        self.diagnostics.add("end_to_end", self._end_to_end_status)
+        self.diagnostics.add("distribution shift", self._shift_status)
+        self.diagnostics.add("platform", self._platform_status)
+        max_age_s = self.budget.cycle_ms / 1e3
+        self.topic_diags = {t: self.diagnostics.topic(t, 10.0, max_age_s) for t, pub in (
+            ("/perception/segmentation", self.pub_seg), ("/perception/detections", self.pub_det),
+            ("/perception/occupancy", self.pub_occ)) if pub is not None}
 
-    def diagnostics(self):
+    def _input_status(self):
+        status = self.worker.input_status()
+        status.values.extend(KeyValue(f"pillar capacity {k}", str(v)) for k, v in self.counts.items())
+        return status
+
+    def _preprocessing_status(self):
         b = self.budget
-        out = [self.worker.input_status()]
-        out[0].values.extend(KeyValue(f"pillar capacity {k}", str(v)) for k, v in self.counts.items())
         pre = self.times.percentiles("preprocessing")
         level = budget_level(pre.p99 if pre else float("nan"), b.stage("preprocessing"), b.warn_factor,
                              b.error_factor)
@@ -225,19 +239,17 @@ class InferenceHostNode:
         message = _budget_message(pre, b.stage("preprocessing"))
         if device.fallback_reason:
             level, message = max(level, WARN), f"{device.fallback_reason}; {message}"
-        out.append(common.status(f"{NODE}: preprocessing", level, message,
-                                 {**common.percentile_values("preprocessing", pre),
-                                  "budget (ms)": b.stage("preprocessing"), "device": device.device,
-                                  "requested device": device.requested}))
-        for task in self.host.tasks:
-            out.append(self._task_status(task))
-        out.append(self._shift_status())
-        out.append(self._platform_status())
+        return common.status(f"{NODE}: preprocessing", level, message,
+                             {**common.percentile_values("preprocessing", pre),
+                              "budget (ms)": b.stage("preprocessing"), "device": device.device,
+                              "requested device": device.requested})
+
+    def _end_to_end_status(self):
+        b = self.budget
         e2e = self.times.percentiles("end_to_end")
         level = budget_level(e2e.p99 if e2e else float("nan"), b.cycle_ms, b.warn_factor, b.error_factor)
-        out.append(common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
-                                 {**common.percentile_values("stamp to publish", e2e), "budget (ms)": b.cycle_ms}))
-        return out
+        return common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
+                             {**common.percentile_values("stamp to publish", e2e), "budget (ms)": b.cycle_ms})
 
     def _task_status(self, task: str):
         b = self.budget

@@ -14,7 +14,6 @@ import time
 from typing import Dict, Optional, Tuple
 
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header
 
 from airside_perception import node_configs
@@ -24,6 +23,7 @@ from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.msg import ModelStatus, ModelStatusArray
 from airside_perception.ros import common
+from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
 from airside_perception.stats import ERROR, OK, WARN
 
@@ -54,11 +54,11 @@ class ModelManagerNode:
         self.notes: Dict[str, str] = {}
         self.counts = {"swaps": 0, "refused": 0, "rollbacks": 0}
         self.pub_status = rospy.Publisher("/model_manager/status", ModelStatusArray, queue_size=5, latch=True)
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         self.sub = rospy.Subscriber("/inference_host/engines", ModelStatusArray, self._on_host_engines)
         self.srv_swap = rospy.Service("/model_manager/swap_engine", SwapEngine, self._on_swap)
         self.srv_rollback = rospy.Service("/model_manager/rollback_engine", RollbackEngine, self._on_rollback)
-        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
+        self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
+        self.diagnostics.add("engines", self._engines_status)
         rospy.loginfo(f"{NODE}: engines root {self.engines_root}")
 
     # ------------------------------------------------------------------ status
@@ -214,25 +214,22 @@ class ModelManagerNode:
         return out
 
     # ------------------------------------------------------------------ diagnostics
-    def _on_diag_timer(self, _event) -> None:
-        try:
-            with self.lock:
-                models = dict(self.host_models)
-            level = OK if models else WARN
-            states = {t: m.state for t, m in models.items()}
-            if any(s == "failed" for s in states.values()):
-                level = ERROR
-            elif any(s == "rolled_back" for s in states.values()):
-                level = max(level, WARN)
-            values = {**{f"{t} active": m.active_version for t, m in models.items()},
-                      **{f"{t} fallback": m.fallback_version for t, m in models.items()},
-                      **{f"{t} state": m.state for t, m in models.items()}, **self.counts}
-            message = ", ".join(f"{t} {m.active_version} {m.state}" for t, m in sorted(models.items())) or \
-                "no inference host seen"
-            self.pub_diag.publish(common.diagnostics_msg([common.status(f"{NODE}: engines", level, message,
-                                                                        values)]))
-        except Exception as exc:  # diagnostics must never take the node down
-            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+    def _engines_status(self):
+        """The engines the host serves, as the manager sees them."""
+        with self.lock:
+            models = dict(self.host_models)
+        level = OK if models else WARN
+        states = {t: m.state for t, m in models.items()}
+        if any(s == "failed" for s in states.values()):
+            level = ERROR
+        elif any(s == "rolled_back" for s in states.values()):
+            level = max(level, WARN)
+        values = {**{f"{t} active": m.active_version for t, m in models.items()},
+                  **{f"{t} fallback": m.fallback_version for t, m in models.items()},
+                  **{f"{t} state": m.state for t, m in models.items()}, **self.counts}
+        message = ", ".join(f"{t} {m.active_version} {m.state}" for t, m in sorted(models.items())) or \
+            "no inference host seen"
+        return common.status(f"{NODE}: engines", level, message, values)
 
 
 def _caller(req) -> str:

@@ -18,7 +18,6 @@ from typing import Dict, Optional
 
 import numpy as np
 import rospy
-from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rospy.numpy_msg import numpy_msg
 from std_msgs.msg import Header
@@ -29,6 +28,7 @@ from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, InferenceStatus, SimplexStatus
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import INPUT_TOPIC
+from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.simplex import fusion
 from airside_perception.simplex.decision import ADVANCED, Evidence, SimplexParams, SimplexState, decide
 from airside_perception.stats import StageTimes, budget_level
@@ -95,7 +95,6 @@ class SimplexNode:
         self.pub_grid = rospy.Publisher("/perception/safety_grid", numpy_msg(OccupancyGrid), queue_size=5)
         self.pub_status = rospy.Publisher("/simplex/status", SimplexStatus, queue_size=5)
         self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2)
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         self.subs = [
             rospy.Subscriber(INPUT_TOPIC, rospy.AnyMsg, self._on_cloud, queue_size=5, buff_size=1 << 25),
             rospy.Subscriber("/perception/detections", Detection3DArray, self._on_part, "advanced", queue_size=5),
@@ -109,7 +108,10 @@ class SimplexNode:
         self._running = True
         self.worker = threading.Thread(target=self._work, name="simplex_worker", daemon=True)
         self.worker.start()
-        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_diag_timer)
+        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_timer)
+        self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
+        self.diagnostics.add("decision", self._decision_status)
+        self.topic_diag = self.diagnostics.topic("/perception/obstacles", 10.0, self.params.deadline_ms / 1e3 + 0.02)
         rospy.on_shutdown(self.close)
 
     # ------------------------------------------------------------------ intake
@@ -201,6 +203,7 @@ class SimplexNode:
         obstacles, grid = self._outputs(cycle, header)
         self.times.add("decision", (time.perf_counter() - start) * 1e3)
         self.pub_obs.publish(obstacles)
+        self.topic_diag.tick(cycle.stamp)
         if grid is not None:
             self.pub_grid.publish(grid)
         self.pub_status.publish(SimplexStatus(
@@ -266,29 +269,32 @@ class SimplexNode:
         return grid
 
     # ------------------------------------------------------------------ diagnostics
-    def _on_diag_timer(self, _event) -> None:
+    def _on_timer(self, _event) -> None:
+        """Without clouds no cycle is decided: the status says so once per period."""
         try:
             if time.monotonic() - self.last_decision > NO_INPUT_S:
                 self.last_reason = "no_input"
                 self.pub_status.publish(SimplexStatus(header=Header(stamp=rospy.Time.now()), active=self.state.active,
                                                       reason="no_input", advanced_latency_ms=-1.0,
                                                       switches=self.state.switches, decision_latency_ms=-1.0))
-            budget = self.budget.stage("safety_monitoring")
-            decision = self.times.percentiles("decision")
-            level = budget_level(decision.p99 if decision else float("nan"), budget, self.budget.warn_factor,
-                                 self.budget.error_factor)
-            values = {"active": self.state.active, "last reason": self.last_reason,
-                      "switches": self.state.switches, "budget (ms)": budget,
-                      "last distribution shift": self.last_shift or "none seen",
-                      **{f"cycles {k}": v for k, v in sorted(self.reasons.items())}}
-            values.update(common.percentile_values("decision", decision))
-            values.update(common.percentile_values("stamp to decision", self.times.percentiles("stamp_to_decision")))
-            message = f"{self.state.active} ({self.last_reason}), {self.state.switches} switches"
-            if self.state.active != ADVANCED:
-                level = max(level, 1)
-            self.pub_diag.publish(common.diagnostics_msg([common.status(f"{NODE}: decision", level, message, values)]))
-        except Exception as exc:  # diagnostics must never take the node down
-            rospy.logerr_throttle(10.0, f"{NODE}: diagnostics failed: {exc}")
+        except Exception as exc:  # the timer must never take the node down
+            rospy.logerr_throttle(10.0, f"{NODE}: status failed: {exc}")
+
+    def _decision_status(self):
+        budget = self.budget.stage("safety_monitoring")
+        decision = self.times.percentiles("decision")
+        level = budget_level(decision.p99 if decision else float("nan"), budget, self.budget.warn_factor,
+                             self.budget.error_factor)
+        values = {"active": self.state.active, "last reason": self.last_reason,
+                  "switches": self.state.switches, "budget (ms)": budget,
+                  "last distribution shift": self.last_shift or "none seen",
+                  **{f"cycles {k}": v for k, v in sorted(self.reasons.items())}}
+        values.update(common.percentile_values("decision", decision))
+        values.update(common.percentile_values("stamp to decision", self.times.percentiles("stamp_to_decision")))
+        message = f"{self.state.active} ({self.last_reason}), {self.state.switches} switches"
+        if self.state.active != ADVANCED:
+            level = max(level, 1)
+        return common.status(f"{NODE}: decision", level, message, values)
 
     def close(self) -> None:
         self._running = False
