@@ -36,6 +36,11 @@ class BenchRecorder:
         self.warmup_s = float(rospy.get_param("~warmup_s", 5.0))
         self.out = rospy.get_param("~out")
         self.target_ms = float(rospy.get_param("~target_p99_ms", 100.0))
+        self.swap_path = rospy.get_param("~swap_path", "")  # a swap under load half-way through, when set
+        self.swap_task = rospy.get_param("~swap_task", "detection")
+        self.swap_window: List[float] = []  # monotonic start, end of the swap call
+        self.swap_answer = ""
+        self.arrivals: Dict[str, List] = {t: [] for t in OUTPUTS}  # (monotonic arrival, latency ms, stamp ns)
         self.lock = threading.Lock()
         self.recording = False
         self.clouds: Dict[int, int] = {}
@@ -63,6 +68,7 @@ class BenchRecorder:
             with self.lock:
                 self.latency[topic].append((now - stamp).to_sec() * 1e3)
                 self.stamps[topic].add(stamp.to_nsec())
+                self.arrivals[topic].append((time.monotonic(), (now - stamp).to_sec() * 1e3, stamp.to_nsec()))
 
     def _on_status(self, msg) -> None:
         if self.recording:
@@ -92,8 +98,12 @@ class BenchRecorder:
         self.recording = True
         start = time.time()
         rss_peak: Dict[str, float] = {}
+        swap_thread = None
         while time.time() - start < self.duration_s and not rospy.is_shutdown():
             time.sleep(1.0)
+            if self.swap_path and swap_thread is None and time.time() - start > self.duration_s / 2:
+                swap_thread = threading.Thread(target=self._swap, daemon=True)
+                swap_thread.start()
             for name, p in procs.items():
                 try:
                     rss_peak[name] = max(rss_peak.get(name, 0.0), p.memory_info().rss / 1e6)
@@ -109,6 +119,41 @@ class BenchRecorder:
                 cpu[name] = float("nan")
         self._write(elapsed, cpu, rss_peak)
         rospy.signal_shutdown("benchmark done")
+
+    def _swap(self) -> None:
+        from airside_perception.srv import SwapEngine
+
+        t0 = time.monotonic()
+        try:
+            out = rospy.ServiceProxy("/model_manager/swap_engine", SwapEngine)(self.swap_task, self.swap_path)
+            self.swap_answer = f"{'swapped' if out.success else 'refused'}: {out.message}"
+        except (rospy.ROSException, rospy.ServiceException) as exc:
+            self.swap_answer = f"swap call failed: {exc}"
+        self.swap_window = [t0, time.monotonic()]
+
+    def _swap_lines(self, result: Dict) -> List[str]:
+        """P99 of the swapped task's stamp-to-publish latency in the 3 s around the swap against
+        the rest of the run, and the clouds without that output around the swap."""
+        if not self.swap_window:
+            return []
+        topic = {"segmentation": "/perception/segmentation", "detection": "/perception/detections",
+                 "occupancy": "/perception/occupancy"}[self.swap_task]
+        t0, t1 = self.swap_window
+        mid = (t0 + t1) / 2
+        lo, hi = min(t0, mid - 1.5), max(t1, mid + 1.5)
+        near = [lat for t, lat, _ in self.arrivals[topic] if lo <= t <= hi]
+        far = [lat for t, lat, _ in self.arrivals[topic] if not lo <= t <= hi]
+        p_near, p_far = Percentiles.of(near), Percentiles.of(far)
+        ratio = p_near.p99 / p_far.p99 if far and near else float("nan")
+        dropped = result["outputs"][topic]["dropped"]
+        met = ratio <= 1.10 and dropped == 0
+        result["swap_under_load"] = {"task": self.swap_task, "answer": self.swap_answer, "call_s": t1 - t0,
+                                     "p99_around_ms": p_near.p99, "p99_outside_ms": p_far.p99, "ratio": ratio,
+                                     "frames_around": len(near), "dropped": dropped, "met": met}
+        return ["", f"swap under load ({self.swap_answer}; call took {t1 - t0:.1f} s):",
+                f"  {topic} P99 in the {hi - lo:.1f} s around the swap {p_near.p99:.1f} ms ({len(near)} frames), "
+                f"outside {p_far.p99:.1f} ms: {ratio:.2f}x (target <= 1.10), {dropped} clouds without output: "
+                f"{'met' if met else 'NOT met'}"]
 
     def _write(self, elapsed: float, cpu: Dict[str, float], rss: Dict[str, float]) -> None:
         n_clouds = len(self.clouds)
@@ -141,6 +186,7 @@ class BenchRecorder:
                         f"{'met' if met else 'NOT met'} (worst P99 {worst:.1f} ms, {dropped} dropped)")
         if n_clouds == 0:
             lines.insert(0, "ERROR: no cloud arrived from the replay: see cloud_replay's log (is the bag path right?)")
+        lines += self._swap_lines(result)
         lines += ["", "simplex decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.simplex_active.items())),
                   "", "processes (CPU % of one core, averaged; peak RSS):"]
         result["simplex"] = self.simplex_active
