@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from airside_perception.errors import ManifestError
+from airside_perception.errors import ConfigError, ManifestError
 from airside_perception.ops.bev import BevInput, BevSpec
 
 #: Statistics and the side on which they may leave the training world.
@@ -44,6 +44,7 @@ GROUND_RING_M = (4.0, 30.0)
 TALL_PILLAR_M = 5.0
 DETECTION_PEAKS = 16  # the largest heatmap logits of a frame
 MIN_SCALE = 1e-4
+MIN_CALIBRATION_SCANS = 20
 TRUST_AT_THRESHOLD = 0.5
 
 
@@ -203,7 +204,10 @@ def calibrate(rows: Sequence[Mapping[str, float]], task: str, false_alarm_rate: 
     """Limits from per-frame statistics ``rows`` of in-distribution scans: per statistic the
     ``1 - rate / n_statistics`` quantile of its robust z-score, times ``margin``."""
     if not 0 < false_alarm_rate < 1:
-        raise ValueError(f"false_alarm_rate {false_alarm_rate} must lie in (0, 1)")
+        raise ConfigError(f"false_alarm_rate {false_alarm_rate} must lie in (0, 1)")
+    if len(rows) < MIN_CALIBRATION_SCANS:
+        raise ConfigError(f"the monitor needs at least {MIN_CALIBRATION_SCANS} in-distribution scans to calibrate, "
+                          f"{len(rows)} given: add scans")
     sides = feature_sides(task)
     quantile = 1.0 - false_alarm_rate / len(sides)
     feats: List[FeatureLimit] = []
@@ -218,4 +222,6 @@ def calibrate(rows: Sequence[Mapping[str, float]], task: str, false_alarm_rate: 
         dist = np.array([probe.distance(v) for v in values])
         limit = max(float(np.quantile(dist, quantile)) * margin, 1.0)
         feats.append(FeatureLimit(name, center, scale, limit, side))
+    if not feats:
+        raise ConfigError("no statistic could be computed on the calibration scans (empty or tiny clouds?)")
     return MonitorCalibration(tuple(feats), false_alarm_rate, margin, split, len(rows))

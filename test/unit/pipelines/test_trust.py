@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,38 @@ def test_empty_cloud_gives_nan_statistics():
     spec = BevSpec()
     feats = trust.input_features(encode(np.zeros((0, 4), np.float32), spec), spec)
     assert all(np.isnan(v) for v in feats.values())
+
+
+def test_too_few_calibration_scans_fail_before_anything_is_written():
+    from airside_perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 20"):
+        trust.calibrate(_rows(5, np.random.default_rng(5)), "segmentation", 0.002, 1.25, "own scans")
+
+
+def test_calibrate_monitor_on_own_scans_writes_a_section_the_engine_loads(tmp_path, capsys):
+    import shutil
+
+    from airside_perception.engines import store
+    from airside_perception.tools import engine_tool
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
+    engines = tmp_path / "engines"
+    shutil.copytree(os.path.join(root, "occupancy", "1.1.0"), engines / "occupancy" / "1.1.0")
+    data = tmp_path / "own" / "velodyne"
+    data.mkdir(parents=True)
+    for k in range(24):
+        pts = make_scan(100000 + k, "compact").points.copy()
+        pts[:, 2] -= 1.73  # a sensor 1.73 m up
+        pts.astype("<f4").tofile(str(data / f"{k:06d}.bin"))
+    assert engine_tool.main(["calibrate-monitor", "--task", "occupancy", "--version", "1.1.0", "--engines-dir",
+                             str(engines), "--data", f"semantickitti:{tmp_path / 'own'}",
+                             "--sensor-pose", "0 0 1.73 0 0 0"]) == 0
+    manifest = store.load_version(str(engines), "occupancy", "1.1.0")
+    assert manifest.monitor["scans"] == 24 and "own scans" in manifest.monitor["split"]
+    assert store.open_engine(manifest, "onnxruntime").monitor is not None
+    (data / "000000.bin").write_bytes(b"\x00" * 7)
+    with pytest.raises(SystemExit) as exit_info:
+        engine_tool.main(["calibrate-monitor", "--task", "occupancy", "--version", "1.1.0", "--engines-dir",
+                          str(engines), "--data", f"semantickitti:{tmp_path / 'own'}"])
+    assert exit_info.value.code == 2 and "float32" in capsys.readouterr().err
