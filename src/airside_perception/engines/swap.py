@@ -31,6 +31,7 @@ from airside_perception.pipelines.tasks import TaskEngine
 LOG = logging.getLogger(__name__)
 
 SERVING, LOADING, VALIDATING, ROLLED_BACK, FAILED = "serving", "loading", "validating", "rolled_back", "failed"
+FRAME_DONE_TIMEOUT_S = 2.0  # longest wait for the frame in flight before an engine is released
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,10 @@ class SwapController:
             fallback, ts.fallback = ts.fallback, None
             rolled_out = self.host.slots[task].exchange(fallback)
             out_version = rolled_out.version
-            rolled_out.close()  # the engine that was rolled out is released
+            # A frame that started before the exchange may still be running the rolled-out engine:
+            # it is released only once that frame is done.
+            self.host.wait_between_frames(FRAME_DONE_TIMEOUT_S)
+            rolled_out.close()
             del rolled_out
             release_free_memory()
             ts.window.clear()

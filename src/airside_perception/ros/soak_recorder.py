@@ -24,6 +24,7 @@ from airside_perception.tools import soak
 OUTPUTS = ("/perception/segmentation", "/perception/detections", "/baseline/obstacles", "/perception/obstacles")
 NODES = ("inference_host", "baseline", "simplex", "model_manager")
 ANSWER_S = 1.0  # a cloud without an output this long after it was published counts as dropped
+ROLLBACK_AFTER_S = 60.0
 
 
 class SoakRecorder:
@@ -63,7 +64,7 @@ class SoakRecorder:
         return found
 
     def _ota(self, k: int) -> str:
-        """Swap on even periods, roll back on odd ones; the answer, in words."""
+        """A swap, then a rollback a minute later; the answer, in words."""
         try:
             if k % 2 == 0:
                 out = rospy.ServiceProxy("/model_manager/swap_engine", SwapEngine)(self.swap_task, self.swap_path)
@@ -118,15 +119,19 @@ class SoakRecorder:
         start = time.monotonic()
         minutes: List[soak.Minute] = []
         latencies: Dict[str, List[List[float]]] = {o: [] for o in OUTPUTS}
-        next_ota, k_ota = start + self.swap_period_s / 2, 0
+        first = start + self.swap_period_s / 2
+        ota_times = []  # a swap and, a minute later, its rollback, every swap period
+        while first + ROLLBACK_AFTER_S < start + self.duration_s - 60.0:
+            ota_times += [first, first + ROLLBACK_AFTER_S]
+            first += self.swap_period_s
+        k_ota = 0
         while time.monotonic() - start < self.duration_s and not rospy.is_shutdown():
             minute_end = start + 60.0 * (len(minutes) + 1)
             events = []
             while time.monotonic() < minute_end and not rospy.is_shutdown():
-                if time.monotonic() >= next_ota:
+                if k_ota < len(ota_times) and time.monotonic() >= ota_times[k_ota]:
                     events.append(self._ota(k_ota))
                     k_ota += 1
-                    next_ota += self.swap_period_s
                 time.sleep(0.5)
             m, lat = self._minute(len(minutes), procs, pids, events)
             minutes.append(m)
@@ -134,8 +139,9 @@ class SoakRecorder:
                 latencies[o].append(lat[o])
             rospy.loginfo(f"soak minute {m.minute}: " + ", ".join(f"{o} P99 {m.p99_ms[o]:.0f} ms" for o in OUTPUTS))
         checks = soak.verdict(minutes, latencies)
-        header = (f"soak: full.launch, {len(minutes)} minutes, clouds at 10 Hz, {self.swap_task} swap to "
-                  f"{os.path.basename(self.swap_path)} and rollback every {self.swap_period_s:.0f} s in turn")
+        header = (f"soak: full.launch, {len(minutes)} minutes, clouds at 10 Hz; every {self.swap_period_s:.0f} s a "
+                  f"{self.swap_task} swap to {os.path.basename(self.swap_path)}, rolled back "
+                  f"{ROLLBACK_AFTER_S:.0f} s later")
         text = soak.report(minutes, checks, header)
         os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
         with open(self.out, "w") as fh:
