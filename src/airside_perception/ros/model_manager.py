@@ -136,7 +136,7 @@ class ModelManagerNode:
         task = req.task.strip()
         if task not in TASKS:
             return self._refuse(task, f"task '{task}' is {'empty' if not task else 'unknown'}: give one of "
-                                f"{list(TASKS)}", "")
+                                f"{list(TASKS)}", ""), ""
         try:
             version_dir = staging.resolve_version_dir(self.engines_root, task, req.engine_path)
         except AirsideError:
