@@ -30,6 +30,17 @@ NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay
 NEURAL_OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
 
 
+def node_processes(nodes) -> Dict[str, psutil.Process]:
+    """The running process of each named node (launched with ``__name:=<node>``), by node name."""
+    found = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        for node in nodes:
+            if f"__name:={node}" in cmd:
+                found[node] = p
+    return found
+
+
 class BenchRecorder:
     def __init__(self):
         self.duration_s = float(rospy.get_param("~duration_s", 60.0))
@@ -81,18 +92,9 @@ class BenchRecorder:
             self.diag[s.name] = {kv.key: kv.value for kv in s.values}
             self.diag[s.name]["_message"] = s.message
 
-    def _processes(self):
-        found = {}
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            for node in NODES:
-                if f"__name:={node}" in cmd:
-                    found[node] = p
-        return found
-
     def run(self) -> None:
         rospy.sleep(self.warmup_s)
-        procs = self._processes()
+        procs = node_processes(NODES)
         for p in procs.values():
             p.cpu_percent(None)
         self.recording = True

@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import rospy
 
+from airside_perception.ros.bench_recorder import node_processes
 from airside_perception.ros.common import header_of_raw
 from airside_perception.srv import RollbackEngine, SwapEngine
 from airside_perception.tools import soak
@@ -54,15 +55,6 @@ class SoakRecorder:
             self.seen[output].add(stamp.to_nsec())
             self.lat[output].append((rospy.Time.now() - stamp).to_sec() * 1e3)
 
-    def _procs(self) -> Dict[str, psutil.Process]:
-        found = {}
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            for node in NODES:
-                if f"__name:={node}" in cmd:
-                    found[node] = p
-        return found
-
     def _ota(self, k: int) -> str:
         """A swap, then a rollback a minute later; the answer, in words."""
         try:
@@ -90,7 +82,7 @@ class SoakRecorder:
         for o, values in lat.items():
             m.p50_ms[o] = float(np.percentile(values, 50)) if values else float("nan")
             m.p99_ms[o] = float(np.percentile(values, 99)) if values else float("nan")
-        fresh = self._procs()
+        fresh = node_processes(NODES)
         for node in NODES:
             p = fresh.get(node)
             if p is None:
@@ -110,7 +102,7 @@ class SoakRecorder:
     def run(self) -> None:
         rospy.wait_for_service("/model_manager/swap_engine", timeout=120)
         rospy.sleep(10.0)  # engines warm, clouds flowing
-        procs = self._procs()
+        procs = node_processes(NODES)
         pids = {n: p.pid for n, p in procs.items()}
         for p in procs.values():
             p.cpu_percent(None)
