@@ -7,6 +7,8 @@ Concat, MatMul): TensorRT and its DLA build them without plugins.
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,6 +26,7 @@ class BevBackbone(nn.Module):
 
     def __init__(self, w1: int = 24, w2: int = 48, w3: int = 64, cin: int = 8):
         super().__init__()
+        self.out_channels = w1
         self.stem = nn.Sequential(conv(cin, w1, 2), conv(w1, w1))
         self.down1 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
         self.down2 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3), conv(w3, w3))
@@ -47,10 +50,12 @@ class SegmentationNet(nn.Module):
     output: point_logits (K, C).
     """
 
-    def __init__(self, n_classes: int, size: int = 256, width: int = 24, mlp_hidden=(48, 32)):
+    def __init__(self, n_classes: int, size: int = 256, width: int = 24, mlp_hidden=(48, 32),
+                 backbone: Optional[nn.Module] = None):
         super().__init__()
         self.size = size
-        self.backbone = BevBackbone(width, 2 * width, 64)
+        self.backbone = backbone if backbone is not None else BevBackbone(width, 2 * width, 64)
+        width = getattr(self.backbone, "out_channels", width)
         layers, cin = [], width + 8 + 5
         for hidden in mlp_hidden:  # the per-point MLP runs on every point: its width is the cost
             layers += [nn.Linear(cin, hidden), nn.ReLU(inplace=True)]
@@ -78,10 +83,12 @@ class DetectionNet(nn.Module):
     input: bev (1, 8, S, S). outputs: heatmap (1, C, S/2, S/2) logits; regression (1, 8, S/2, S/2).
     """
 
-    def __init__(self, n_classes: int, width: int = 24):
+    def __init__(self, n_classes: int, width: int = 24, backbone: Optional[nn.Module] = None, shared_layers: int = 1):
         super().__init__()
-        self.backbone = BevBackbone(width, 2 * width, 64)
-        self.shared = conv(width, width)
+        self.backbone = backbone if backbone is not None else BevBackbone(width, 2 * width, 64)
+        width = getattr(self.backbone, "out_channels", width)
+        self.shared = nn.Sequential(*[conv(width, width) for _ in range(shared_layers)]) if shared_layers > 1 \
+            else conv(width, width)
         self.heatmap = nn.Conv2d(width, n_classes, 1)
         self.regression = nn.Conv2d(width, DET_REG_CHANNELS, 1)
         nn.init.constant_(self.heatmap.bias, -2.19)  # prior 0.1, as in CenterPoint
@@ -97,11 +104,105 @@ class OccupancyNet(nn.Module):
     input: bev (1, 8, S, S). output: occupancy_logits (1, Z, S, S), Z height bins.
     """
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, backbone: Optional[nn.Module] = None, refine_width: int = 16):
         super().__init__()
-        self.backbone = BevBackbone(width, 2 * width, 48)
-        self.refine = nn.Sequential(nn.Conv2d(width + 8, 16, 1), nn.ReLU(inplace=True), nn.Conv2d(16, N_HEIGHT_BINS, 1))
+        self.backbone = backbone if backbone is not None else BevBackbone(width, 2 * width, 48)
+        width = getattr(self.backbone, "out_channels", width)
+        self.refine = nn.Sequential(nn.Conv2d(width + 8, refine_width, 1), nn.ReLU(inplace=True),
+                                    nn.Conv2d(refine_width, N_HEIGHT_BINS, 1))
 
     def forward(self, bev: torch.Tensor) -> torch.Tensor:
         ctx = F.interpolate(self.backbone(bev), scale_factor=2.0, mode="nearest")
         return self.refine(torch.cat([ctx, bev], dim=1))
+
+
+class BevAttention(nn.Module):
+    """One pre-norm transformer block over the cells of a coarse BEV map (global context:
+    an aircraft spans 40 m, more than the convolutions see)."""
+
+    def __init__(self, channels: int, tokens: int, heads: int = 8):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, tokens, channels))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(), nn.Linear(2 * channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2) + self.pos
+        y = self.norm1(t)
+        t = t + self.attn(y, y, y, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class TeacherBackbone(nn.Module):
+    """The teachers' encoder: a wider, deeper three-scale U-Net with a transformer block at
+    the coarsest scale. (B, 8, S, S) -> (B, w1, S/2, S/2), like :class:`BevBackbone`, about
+    20x its parameters and 10x its compute. GPU-only: never built for the vehicle."""
+
+    def __init__(self, w1: int = 64, w2: int = 128, w3: int = 256, cin: int = 8, size: int = 256):
+        super().__init__()
+        self.out_channels = w1
+        self.stem = nn.Sequential(conv(cin, w1, 2), conv(w1, w1), conv(w1, w1))
+        self.down1 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2), conv(w2, w2))
+        self.down2 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3), conv(w3, w3))
+        self.context = BevAttention(w3, (size // 8) ** 2)
+        self.lat2 = nn.Conv2d(w3, w2, 1)
+        self.fuse1 = nn.Sequential(conv(w2, w2), conv(w2, w2))
+        self.lat1 = nn.Conv2d(w2, w1, 1)
+        self.fuse0 = nn.Sequential(conv(w1, w1), conv(w1, w1))
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        f0 = self.stem(bev)
+        f1 = self.down1(f0)
+        f2 = self.context(self.down2(f1))
+        f1 = self.fuse1(f1 + F.interpolate(self.lat2(f2), scale_factor=2.0, mode="nearest"))
+        return self.fuse0(f0 + F.interpolate(self.lat1(f1), scale_factor=2.0, mode="nearest"))
+
+
+#: Constructor arguments of every architecture the toolchain builds, by name.
+ARCHITECTURES: Dict[str, Dict[str, dict]] = {
+    "student": {"segmentation": {"width": 24, "mlp_hidden": [48, 32]}, "detection": {"width": 24},
+                "occupancy": {"width": 16}},
+    "teacher": {"segmentation": {"mlp_hidden": [128, 128]}, "detection": {"shared_layers": 2},
+                "occupancy": {"refine_width": 64}},
+}
+
+
+def build(task: str, arch: str = "student", **overrides) -> nn.Module:
+    """A fresh network for ``task``: ``arch`` "student" (the vehicle's) or "teacher"."""
+    from airside_perception import classes
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{arch}': one of {sorted(ARCHITECTURES)}")
+    kwargs = dict(ARCHITECTURES[arch][task], **overrides)
+    if arch == "teacher":
+        kwargs["backbone"] = TeacherBackbone()
+    if task == "segmentation":
+        kwargs["mlp_hidden"] = tuple(kwargs.get("mlp_hidden", (48, 32)))
+        return SegmentationNet(len(classes.CLASS_NAMES), **kwargs)
+    if task == "detection":
+        return DetectionNet(len(classes.DETECTION_CLASS_NAMES), **kwargs)
+    if task == "occupancy":
+        return OccupancyNet(**kwargs)
+    raise ValueError(f"unknown task '{task}': segmentation, detection or occupancy")
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def count_macs(net: nn.Module, task: str, n_points: int = 110_000, size: int = 256) -> int:
+    """Multiply-accumulates of one forward pass on a cloud of ``n_points`` (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from airside_perception.training import export
+
+    net = net.eval()
+    inputs = export.example_inputs(task, size, n_points)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(*inputs)
+    return int(counter.get_total_flops() // 2)

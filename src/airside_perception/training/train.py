@@ -12,6 +12,12 @@ is seen twice; all three networks learn from the same batches. ``--randomize`` d
 sensors and mount errors (``training.randomize``). ``--data`` fine-tunes the segmentation
 network on the vehicle team's own labelled scans instead (points whose class the map does
 not list are ignored). A CUDA GPU is used when present.
+
+Several GPUs (or CPU processes) with DistributedDataParallel, each rank simulating its own
+seeds, rank 0 writing the checkpoint and the curve (``--batch`` is per rank)::
+
+    torchrun --nproc_per_node 2 -m airside_perception.training.train --arch teacher --steps 3000 \
+        --batch 4 --out-dir /tmp/teachers
 """
 
 from __future__ import annotations
@@ -28,24 +34,29 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from airside_perception import classes, cli
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.sim.world import SPLITS
-from airside_perception.training import export, models, targets
+from airside_perception.training import distributed, export, models, targets
 from airside_perception.training.randomize import Randomization
+
+TASKS = ("segmentation", "detection", "occupancy")
 
 #: Cross-entropy weights against class imbalance, about (frequency)^-0.4.
 SEG_CLASS_WEIGHTS = [1.0, 3.0, 5.0, 2.5, 4.0, 8.0, 8.0, 2.0, 3.0]
 
 
 class SimStream(IterableDataset):
-    """Endless, never-repeating training samples: worker ``w`` takes seeds w, w + n, ..."""
+    """Endless, never-repeating training samples: worker ``w`` of ``n`` (over all ranks) takes
+    seeds w, w + n, ..."""
 
-    def __init__(self, spec: BevSpec, start_seed: int, randomization=None):
+    def __init__(self, spec: BevSpec, start_seed: int, randomization=None, rank: int = 0, world: int = 1):
         self.spec = spec
         self.start_seed = start_seed
         self.randomization = randomization
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         info = get_worker_info()
         wid, n = (info.id, info.num_workers) if info else (0, 1)
+        wid, n = self.rank * n + wid, n * self.world  # ranks draw disjoint seeds
         rng = np.random.default_rng(self.start_seed + wid)
         seed = SPLITS["train"][0] + self.start_seed + wid
         while seed < SPLITS["train"][1]:
@@ -119,16 +130,54 @@ def detection_loss(heat_logits, reg, batch) -> torch.Tensor:
     return focal_heatmap_loss(heat_logits, batch["heatmap"]) + 2.0 * reg_err
 
 
+class BatchedSegmentation(torch.nn.Module):
+    """A segmentation network's training forward on a collated batch (DDP needs a forward)."""
+
+    def __init__(self, net: models.SegmentationNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, bev, cells, batch_idx, feats):
+        return seg_forward_batched(self.net, bev, cells, batch_idx, feats)
+
+
+def task_losses(nets, batch, seg_weights) -> Dict[str, torch.Tensor]:
+    """The hard-label loss of every network in ``nets`` (task -> module) on one batch."""
+    out: Dict[str, torch.Tensor] = {}
+    if "segmentation" in nets:
+        logits = nets["segmentation"](batch["bev"], batch["point_cells"], batch["point_batch"], batch["point_features"])
+        out["segmentation"] = F.cross_entropy(logits, batch["point_labels"], weight=seg_weights,
+                                              ignore_index=classes.UNLABELLED)
+    if "detection" in nets:
+        heat, reg = nets["detection"](batch["bev"])
+        out["detection"] = detection_loss(heat, reg, batch)
+    if "occupancy" in nets:
+        occ = nets["occupancy"](batch["bev"])
+        out["occupancy"] = F.binary_cross_entropy_with_logits(occ, batch["occupancy"],
+                                                              pos_weight=torch.tensor(3.0, device=occ.device))
+    return out
+
+
+LOSS_WEIGHTS = {"segmentation": 1.0, "detection": 1.0, "occupancy": 2.0}
+
+
 def main() -> None:
     parser = cli.Parser(prog="airside_perception.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock training budget")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train this many optimizer steps instead of --minutes (same on every rank)")
+    parser.add_argument("--batch", type=int, default=8, help="scans per step and rank (global batch: x ranks)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="simulation workers per rank")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--start-seed", type=int, default=0)
-    parser.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32],
-                        help="hidden widths of the segmentation per-point MLP")
+    parser.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default="student",
+                        help="student: the vehicle's networks; teacher: the large GPU teachers")
+    parser.add_argument("--reuse", type=int, default=1,
+                        help="optimizer steps per simulated batch (>1 where the simulation, not the GPU, is slow)")
+    parser.add_argument("--seg-mlp", type=int, nargs="*", default=None,
+                        help="hidden widths of the segmentation per-point MLP (default: the architecture's)")
     parser.add_argument("--randomize", action="store_true", help="domain randomisation (training.randomize)")
     parser.add_argument("--street-share", type=float, default=Randomization.street_share,
                         help="with --randomize: share of street scenes")
@@ -142,32 +191,36 @@ def main() -> None:
                         choices=["segmentation", "detection", "occupancy"], help="networks to train")
     parser.add_argument("--init", nargs="*", default=[], metavar="TASK=FILE.pt",
                         help="start from these state dicts (fine-tuning) instead of random weights")
+    parser.add_argument("--no-export", action="store_true", help="write the .pt files only (teachers: fp16)")
     parser.add_argument("--data", help="semantickitti:DIR: fine-tune segmentation on the vehicle's own scans")
     parser.add_argument("--class-map", help="with --data: source id -> airside class (config/class_maps/)")
     parser.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="with --data: \"x y z roll pitch yaw\"")
     parser.add_argument("--intensity-max", type=float, default=255.0, help="with --data: the scans' intensity range")
     args = parser.parse_args()
+    dist = distributed.setup()
     os.makedirs(args.out_dir, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = dist.device
+    torch.manual_seed(args.start_seed)  # every rank builds the same initial weights
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     spec = BevSpec()
-    nets = {
-        "segmentation": models.SegmentationNet(len(classes.CLASS_NAMES), mlp_hidden=tuple(args.seg_mlp)).to(device),
-        "detection": models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)).to(device),
-        "occupancy": models.OccupancyNet().to(device),
-    }
+    overrides = {"segmentation": {"mlp_hidden": args.seg_mlp} if args.seg_mlp else {}}
+    nets = {t: models.build(t, args.arch, **overrides.get(t, {})).to(device) for t in TASKS}
     for item in args.init:
         task, _, path = item.partition("=")
         if task not in nets or not os.path.isfile(path):
             parser.error(f"--init {item}: write TASK=FILE.pt with TASK one of {sorted(nets)} and an existing file")
-        nets[task].load_state_dict(torch.load(path, map_location=device))
-        print(f"{task}: starting from {path}", flush=True)
+        nets[task].load_state_dict({k: v.float() for k, v in torch.load(path, map_location=device).items()})
+        dist.log(f"{task}: starting from {path}")
     nets = {t: n for t, n in nets.items() if t in args.tasks or (args.data and t == "segmentation")}
     if args.data:  # own scans carry point labels: segmentation alone
         nets = {"segmentation": nets["segmentation"]}
         dataset = OwnScans(spec, _own_scans(args, parser))
     else:
         randomization = Randomization(street_share=args.street_share, single_sensor_share=args.single_sensor_share)
-        dataset = SimStream(spec, args.start_seed, randomization if args.randomize else None)
+        dataset = SimStream(spec, args.start_seed, randomization if args.randomize else None,
+                            rank=dist.rank, world=dist.world)
     params = [p for n in nets.values() for p in n.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     state_path = os.path.join(args.out_dir, "train_state.pt")
@@ -181,8 +234,10 @@ def main() -> None:
         opt.load_state_dict(state["optimizer"])
         step, trained_s = int(state["step"]), float(state["trained_s"])
         if not args.data:  # fresh scenes: skip every seed the earlier chunks may have drawn
-            dataset = SimStream(spec, int(state["next_seed"]), dataset.randomization)
-        print(f"resumed at step {step}, {trained_s:.0f} s of {args.minutes * 60:.0f} s trained", flush=True)
+            dataset = SimStream(spec, int(state["next_seed"]), dataset.randomization, rank=dist.rank, world=dist.world)
+        dist.log(f"resumed at step {step}, {trained_s:.0f} s trained")
+    train_nets = {t: distributed.wrap(BatchedSegmentation(n) if t == "segmentation" else n, dist)
+                  for t, n in nets.items()}
     seg_weights = torch.tensor(SEG_CLASS_WEIGHTS, device=device)
     loader = DataLoader(dataset, batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate, prefetch_factor=4, persistent_workers=True)
@@ -190,62 +245,80 @@ def main() -> None:
     chunk_s = args.chunk_minutes * 60.0 if args.chunk_minutes > 0 else float("inf")
     start = time.time() - trained_s
     run_start = time.time()
-    curve = open(os.path.join(args.out_dir, "curve.csv"), "a")
-    if curve.tell() == 0:
-        curve.write("step,elapsed_s,lr,seg_loss,det_loss,occ_loss\n")
-    finished = True
-    for batch in loader:
+    curve = None
+    if dist.rank == 0:
+        curve = open(os.path.join(args.out_dir, "curve.csv"), "a")
+        if curve.tell() == 0:
+            curve.write("step,elapsed_s,lr,seg_loss,det_loss,occ_loss,scans_per_s,data_wait_s,compute_s\n")
+    finished, data_wait, compute, scans, window_start = True, 0.0, 0.0, 0, time.time()
+    total_wait = total_compute = 0.0
+    batches = iter(loader)
+    while True:
+        t0 = time.time()
+        batch = next(batches)
         elapsed = time.time() - start
-        if elapsed > budget_s:
+        progress = step / args.steps if args.steps else elapsed / budget_s
+        over_chunk = time.time() - run_start > chunk_s
+        stop = dist.agree(progress >= 1.0 or over_chunk)  # every rank stops at the same step
+        if stop:
+            finished = progress >= 1.0
             break
-        if time.time() - run_start > chunk_s:
-            finished = False
-            break
-        for group in opt.param_groups:  # cosine decay over the time budget
-            group["lr"] = float(args.lr * 0.5 * (1 + np.cos(np.pi * min(elapsed / budget_s, 1.0))))
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        for n in nets.values():
-            n.train()
-        seg_loss = det_loss = occ_loss = torch.zeros((), device=device)
-        if "segmentation" in nets:
-            seg_logits = seg_forward_batched(nets["segmentation"], batch["bev"], batch["point_cells"],
-                                             batch["point_batch"], batch["point_features"])
-            seg_loss = F.cross_entropy(seg_logits, batch["point_labels"], weight=seg_weights,
-                                       ignore_index=classes.UNLABELLED)
-        if "detection" in nets:
-            heat, reg = nets["detection"](batch["bev"])
-            det_loss = detection_loss(heat, reg, batch)
-        if "occupancy" in nets:
-            occ_logits = nets["occupancy"](batch["bev"])
-            occ_loss = F.binary_cross_entropy_with_logits(occ_logits, batch["occupancy"],
-                                                          pos_weight=torch.tensor(3.0, device=device))
-        loss = seg_loss + det_loss + 2.0 * occ_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        step += 1
-        if step % 50 == 0:
-            print(f"step {step:5d}  {elapsed:6.0f}s  seg {seg_loss.item():.3f}  det {det_loss.item():.3f}  "
-                  f"occ {occ_loss.item():.3f}", flush=True)
-            curve.write(f"{step},{elapsed:.1f},{opt.param_groups[0]['lr']:.6g},{seg_loss.item():.5f},"
-                        f"{det_loss.item():.5f},{occ_loss.item():.5f}\n")
+        t1 = time.time()
+        for _ in range(args.reuse):
+            for group in opt.param_groups:  # cosine decay over the budget
+                group["lr"] = float(args.lr * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
+            for n in nets.values():
+                n.train()
+            losses = task_losses(train_nets, batch, seg_weights)
+            loss = sum(LOSS_WEIGHTS[t] * v for t, v in losses.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        data_wait += t1 - t0
+        compute += time.time() - t1
+        total_wait += t1 - t0
+        total_compute += time.time() - t1
+        scans += args.batch * dist.world
+        if curve is not None and step % 50 < args.reuse:
+            rate = scans / max(time.time() - window_start, 1e-9)
+            parts = [losses.get(t, torch.zeros(())).item() for t in TASKS]
+            dist.log(f"step {step:5d}  {elapsed:6.0f}s  seg {parts[0]:.3f}  det {parts[1]:.3f}  occ {parts[2]:.3f}  "
+                     f"{rate:5.1f} scans/s  data wait {data_wait:5.1f}s compute {compute:5.1f}s")
+            curve.write(f"{step},{elapsed:.1f},{opt.param_groups[0]['lr']:.6g},{parts[0]:.5f},{parts[1]:.5f},"
+                        f"{parts[2]:.5f},{rate:.2f},{data_wait:.2f},{compute:.2f}\n")
             curve.flush()
-    curve.close()
+            data_wait = compute = 0.0
+            scans, window_start = 0, time.time()
+    if curve is not None:
+        curve.close()
+    dist.log(f"rank timing: {dist.rank_report(total_wait, total_compute)}")
     trained_s = time.time() - start
-    torch.save({"nets": {t: n.state_dict() for t, n in nets.items()}, "optimizer": opt.state_dict(), "step": step,
-                "trained_s": trained_s, "next_seed": getattr(dataset, "start_seed", 0) + (step + 64) * args.batch
-                + 4 * args.workers * args.batch}, state_path)
-    print(f"trained {step} steps x {args.batch} scans in {trained_s:.0f}s; checkpoint {state_path}", flush=True)
+    if dist.rank == 0:
+        torch.save({"nets": {t: n.state_dict() for t, n in nets.items()}, "optimizer": opt.state_dict(),
+                    "step": step, "trained_s": trained_s, "arch": args.arch,
+                    "next_seed": getattr(dataset, "start_seed", 0) + (step + 64) * args.batch * dist.world
+                    + 4 * args.workers * args.batch * dist.world}, state_path)
+    dist.log(f"trained {step} steps x {args.batch} x {dist.world} scans in {trained_s:.0f}s; checkpoint {state_path}")
     if not finished:
-        print(f"chunk done: continue with the same arguments and --resume ({args.minutes * 60 - trained_s:.0f} s "
-              "left)", flush=True)
+        dist.log("chunk done: continue with the same arguments and --resume")
+        dist.close()
         return
-    for task, net in nets.items():
-        net = net.cpu().eval()
-        torch.save(net.state_dict(), os.path.join(args.out_dir, f"{task}.pt"))
-        export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
-    print("exported", sorted(os.listdir(args.out_dir)), flush=True)
+    if dist.rank == 0:
+        for task, net in nets.items():
+            net = net.cpu().eval()
+            state = net.state_dict()
+            if args.arch == "teacher":  # stored compactly: the teachers only ever run on a GPU
+                state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            torch.save(state, os.path.join(args.out_dir, f"{task}.pt"))
+            if not args.no_export:
+                export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
+        dist.log(f"exported {sorted(os.listdir(args.out_dir))}")
+    dist.close()
 
 
 def _own_scans(args, parser):
