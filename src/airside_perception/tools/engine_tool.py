@@ -50,7 +50,10 @@ def _parser() -> cli.Parser:
     p = sub.add_parser("export", help="PyTorch checkpoint -> ONNX (opset 17) + manifest, as a new version")
     common(p)
     p.add_argument("--checkpoint", required=True, help="state dict (.pt) of the task's network")
-    p.add_argument("--seg-mlp", type=int, nargs="*", default=[48, 32], help="segmentation MLP widths")
+    p.add_argument("--seg-mlp", type=int, nargs="*", default=None,
+                   help="segmentation MLP widths (default: the architecture's)")
+    p.add_argument("--arch", choices=["student", "teacher"], default="student",
+                   help="architecture of a state-dict checkpoint (whole pickled modules carry their own)")
 
     p = sub.add_parser("build", help="TensorRT engine build plan, trtexec line, and the build where TensorRT is")
     common(p)
@@ -135,21 +138,17 @@ def _export(args) -> int:
     try:
         import torch
 
-        from airside_perception.training import export, models
+        from airside_perception.training import checkpoint, export
     except ImportError as exc:
         cli.fail(PROG, f"export needs PyTorch ({exc}): pip install -r requirements-train.txt")
-    from airside_perception import classes
     from airside_perception.engines.package import onnx_signature, package_version
 
-    net = {"segmentation": lambda: models.SegmentationNet(len(classes.CLASS_NAMES), mlp_hidden=tuple(args.seg_mlp)),
-           "detection": lambda: models.DetectionNet(len(classes.DETECTION_CLASS_NAMES)),
-           "occupancy": lambda: models.OccupancyNet()}[args.task]()
     try:
-        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
-    except (OSError, RuntimeError) as exc:
+        net = checkpoint.load_network(args.task, args.checkpoint, args.arch, args.seg_mlp)
+    except (OSError, RuntimeError, KeyError, torch.serialization.pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0]
         cli.fail(PROG, f"{args.checkpoint} is not a {args.task} checkpoint of this network ({first}): "
-                       "pick the task's .pt (and --seg-mlp widths it was trained with)")
+                       "pick the task's .pt (and the --arch / --seg-mlp it was trained with)")
     raw = os.path.join(args.engines_dir, f".{args.task}-{args.version}.raw.onnx")
     export.export_onnx(net, args.task, raw)
     import onnx

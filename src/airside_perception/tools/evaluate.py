@@ -30,39 +30,130 @@ PROG = "airside_perception.tools.evaluate"
 DEFAULT_ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 
 
+#: Range bands of the breakdown (metres from the vehicle, BEV distance).
+RANGE_BANDS = ((0.0, 20.0), (20.0, 40.0), (40.0, float("inf")))
+
+
+def band_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}m" if hi != float("inf") else f"{lo:g}m+"
+
+
+def scan_conditions(scan) -> List[str]:
+    """The condition buckets of one scan: day/night, wet/dry, busy/empty (normal traffic: neither)."""
+    out = ["night" if scan.is_night else "day", "wet" if scan.is_wet else "dry"]
+    if scan.traffic in ("busy", "empty"):
+        out.append(scan.traffic)
+    return out
+
+
+class _Meters:
+    """One meter of each hosted task."""
+
+    def __init__(self):
+        self.seg, self.det, self.occ = SegmentationMeter(), DetectionMeter(), OccupancyMeter()
+
+    def add(self, host, scan, frame, point_mask=None, box_band=None, cell_mask=None) -> None:
+        if "segmentation" in frame.results:
+            labels, truth = frame.results["segmentation"].labels, scan.labels
+            if point_mask is not None:
+                labels, truth = labels[point_mask], truth[point_mask]
+            self.seg.add(truth, labels)
+        if "detection" in frame.results:
+            boxes = frame.results["detection"].boxes
+            det_names = classes.DETECTION_CLASS_NAMES
+            gt, gt_labels, gt_points = scan.boxes, [classes.CLASS_NAMES[i] for i in scan.box_labels], scan.box_points
+            pred, pred_labels, scores = boxes.boxes, [det_names[i] for i in boxes.labels], boxes.scores
+            if box_band is not None:  # objects and detections whose centre lies in the band
+                g = _in_band(gt, box_band)
+                q = _in_band(pred, box_band)
+                gt, gt_points = gt[g], gt_points[g]
+                gt_labels = [n for n, k in zip(gt_labels, g) if k]
+                pred, scores = pred[q], scores[q]
+                pred_labels = [n for n, k in zip(pred_labels, q) if k]
+            self.det.add(gt, gt_labels, gt_points, pred, pred_labels, scores,
+                         host.engine("detection").decode.score_threshold)
+        if "occupancy" in frame.results:
+            truth, occupied = scan.occupancy, frame.results["occupancy"].grid.cells == 100
+            if cell_mask is not None:
+                truth, occupied = truth[..., cell_mask], occupied[..., cell_mask]
+            self.occ.add(truth, occupied)
+
+    def summary(self, tasks, only_present: bool = False) -> Dict[str, Dict[str, object]]:
+        """``only_present``: classes without ground truth in the subset do not score."""
+        out: Dict[str, Dict[str, object]] = {}
+        if "segmentation" in tasks:
+            out["segmentation"] = self.seg.summary(only_present=only_present)
+        if "detection" in tasks:
+            out["detection"] = self.det.summary()
+        if "occupancy" in tasks:
+            out["occupancy"] = self.occ.summary()
+        return out
+
+
+def _in_band(boxes: np.ndarray, band) -> np.ndarray:
+    r = np.hypot(boxes[:, 0], boxes[:, 1]) if len(boxes) else np.zeros(0)
+    return (r >= band[0]) & (r < band[1])
+
+
+def _cell_range(shape) -> np.ndarray:
+    """BEV distance of each occupancy cell centre (rows y, columns x, centred on the vehicle)."""
+    from airside_perception.ops.bev import BevSpec
+
+    spec = BevSpec()
+    n = shape[-1]
+    c = (np.arange(n) + 0.5) * (2 * spec.half_extent_m / n) - spec.half_extent_m
+    return np.hypot(c[None, :], c[:, None])
+
+
 def evaluate(host: PerceptionHost, split: str, n_scans: int, density: str = "default",
-             progress: bool = True) -> Dict[str, Dict[str, object]]:
-    """Runs ``host`` on the first ``n_scans`` of ``split``; metrics of every hosted task."""
+             progress: bool = True, breakdown: bool = False) -> Dict[str, Dict[str, object]]:
+    """Runs ``host`` on the first ``n_scans`` of ``split``; metrics of every hosted task.
+
+    With ``breakdown``, each task's metrics also hold ``by_range`` (0-20, 20-40, 40+ m) and
+    ``by_condition`` (day/night, wet/dry, busy/empty) in the same shape.
+    """
     from tqdm import tqdm
 
-    seg, det, occ = SegmentationMeter(), DetectionMeter(), OccupancyMeter()
+    total = _Meters()
+    bands = {band_name(*b): _Meters() for b in RANGE_BANDS}
+    conditions: Dict[str, _Meters] = {}
     failures: List[str] = []
+    cell_range = None
     for seed in tqdm(split_seeds(split, n_scans), desc=f"evaluate {split}", disable=not progress, unit="scan"):
         scan = make_scan(int(seed), density)
         frame = host.process(scan.points)
         failures.extend(f"seed {seed} {t}: {e}" for t, e in frame.errors.items())
-        if "segmentation" in frame.results:
-            seg.add(scan.labels, frame.results["segmentation"].labels)
-        if "detection" in frame.results:
-            boxes = frame.results["detection"].boxes
-            det_names = classes.DETECTION_CLASS_NAMES
-            engine = host.engine("detection")
-            det.add(scan.boxes, [classes.CLASS_NAMES[i] for i in scan.box_labels], scan.box_points,
-                    boxes.boxes, [det_names[i] for i in boxes.labels], boxes.scores,
-                    engine.decode.score_threshold)
-        if "occupancy" in frame.results:
-            occ.add(scan.occupancy, frame.results["occupancy"].grid.cells == 100)
-    out: Dict[str, Dict[str, object]] = {}
+        total.add(host, scan, frame)
+        if not breakdown:
+            continue
+        point_range = np.hypot(scan.points[:, 0], scan.points[:, 1])
+        if cell_range is None and "occupancy" in frame.results:
+            cell_range = _cell_range(scan.occupancy.shape)
+        for band in RANGE_BANDS:
+            in_band = (point_range >= band[0]) & (point_range < band[1])
+            cells = None if cell_range is None else (cell_range >= band[0]) & (cell_range < band[1])
+            bands[band_name(*band)].add(host, scan, frame, point_mask=in_band, box_band=band, cell_mask=cells)
+        for name in scan_conditions(scan):
+            conditions.setdefault(name, _Meters()).add(host, scan, frame)
+    out = total.summary(host.tasks)
+    if breakdown:
+        by_band = {name: m.summary(host.tasks, only_present=True) for name, m in bands.items()}
+        by_cond = {name: m.summary(host.tasks, only_present=True) for name, m in sorted(conditions.items())}
+        for task in out:
+            out[task]["by_range"] = {name: _headline(v[task]) for name, v in by_band.items()}
+            out[task]["by_condition"] = {name: _headline(v[task]) for name, v in by_cond.items()}
     common = {"split": split, "scans": n_scans, "first_seed": int(split_seeds(split, 1)[0]), "density": density}
-    if "segmentation" in host.tasks:
-        out["segmentation"] = {**seg.summary(), **common}
-    if "detection" in host.tasks:
-        out["detection"] = {**det.summary(), **common}
-    if "occupancy" in host.tasks:
-        out["occupancy"] = {**occ.summary(), **common}
+    for task in out:
+        out[task].update(common)
     for task in out:
         out[task]["inference_failures"] = sum(1 for f in failures if f" {task}: " in f)
     return out
+
+
+def _headline(summary: Dict[str, object]) -> Dict[str, object]:
+    """The per-class part of a task summary, for the breakdown tables."""
+    keep = ("miou", "iou", "map", "ap", "person_recall_20m", "near_persons", "gt_objects", "points")
+    return {k: v for k, v in summary.items() if k in keep}
 
 
 def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sensor_pose: str, intensity_max: float,
@@ -105,6 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
     parser.add_argument("--write-manifest", action="store_true", help="record the metrics in the manifests")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also by range band (0-20, 20-40, 40+ m) and condition (day/night, wet/dry, busy/empty)")
     parser.add_argument("--data", help="semantickitti:DIR: the vehicle's own labelled scans instead of the split")
     parser.add_argument("--class-map", help="with --data: YAML {name, labels: {<source id>: <airside class>}}")
     parser.add_argument("--sensor-pose", default="0 0 0 0 0 0",
@@ -120,7 +213,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         host = PerceptionHost([store.open_engine(m, args.backend, intra_op_threads=2) for m in manifests])
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
-    metrics = evaluate(host, args.split, args.scans)
+    metrics = evaluate(host, args.split, args.scans, breakdown=args.breakdown)
     host.close()
     print(json.dumps(metrics, indent=2, default=float))
     if args.json:
@@ -128,7 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump(metrics, fh, indent=2, default=float)
     if args.write_manifest:
         for manifest in manifests:
-            updated = manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(metrics[manifest.task])})
+            recorded = {k: v for k, v in metrics[manifest.task].items() if k not in ("by_range", "by_condition")}
+            updated = manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(recorded)})
             write_manifest(updated, manifest.directory)
             print(f"metrics written to {manifest.directory}/manifest.yaml")
     return 0

@@ -145,14 +145,15 @@ def task_losses(nets, batch, seg_weights) -> Dict[str, torch.Tensor]:
     """The hard-label loss of every network in ``nets`` (task -> module) on one batch."""
     out: Dict[str, torch.Tensor] = {}
     if "segmentation" in nets:
-        logits = nets["segmentation"](batch["bev"], batch["point_cells"], batch["point_batch"], batch["point_features"])
+        logits = nets["segmentation"](batch["bev"], batch["point_cells"], batch["point_batch"],
+                                      batch["point_features"]).float()
         out["segmentation"] = F.cross_entropy(logits, batch["point_labels"], weight=seg_weights,
                                               ignore_index=classes.UNLABELLED)
     if "detection" in nets:
         heat, reg = nets["detection"](batch["bev"])
-        out["detection"] = detection_loss(heat, reg, batch)
+        out["detection"] = detection_loss(heat.float(), reg.float(), batch)
     if "occupancy" in nets:
-        occ = nets["occupancy"](batch["bev"])
+        occ = nets["occupancy"](batch["bev"]).float()
         out["occupancy"] = F.binary_cross_entropy_with_logits(occ, batch["occupancy"],
                                                               pos_weight=torch.tensor(3.0, device=occ.device))
     return out
@@ -191,6 +192,7 @@ def main() -> None:
                         choices=["segmentation", "detection", "occupancy"], help="networks to train")
     parser.add_argument("--init", nargs="*", default=[], metavar="TASK=FILE.pt",
                         help="start from these state dicts (fine-tuning) instead of random weights")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on a CUDA GPU (the teachers)")
     parser.add_argument("--no-export", action="store_true", help="write the .pt files only (teachers: fp16)")
     parser.add_argument("--data", help="semantickitti:DIR: fine-tune segmentation on the vehicle's own scans")
     parser.add_argument("--class-map", help="with --data: source id -> airside class (config/class_maps/)")
@@ -270,7 +272,8 @@ def main() -> None:
                 group["lr"] = float(args.lr * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
             for n in nets.values():
                 n.train()
-            losses = task_losses(train_nets, batch, seg_weights)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+                losses = task_losses(train_nets, batch, seg_weights)
             loss = sum(LOSS_WEIGHTS[t] * v for t, v in losses.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
