@@ -4,6 +4,7 @@
     rosrun airside_perception engine_tool build    --task T --version V --precision fp16 [--dla-core 0]
     rosrun airside_perception engine_tool quantize --task T --version V --out-version V-int8
     rosrun airside_perception engine_tool validate --task T --baseline V --candidate V2
+    rosrun airside_perception engine_tool compress --task T --recipe config/compression/T.yaml --out-version V
     rosrun airside_perception engine_tool bench    [--version V]
     rosrun airside_perception engine_tool calibrate-monitor --task T --version V [--data semantickitti:DIR]
     rosrun airside_perception engine_tool keygen   --out-dir DIR --name NAME
@@ -79,6 +80,19 @@ def _parser() -> cli.Parser:
     p.add_argument("--calibration-z-offset-m", type=float, default=0.0,
                    help="shift of the calibration clouds (reproduces clouds in another frame: a bad set)")
 
+    p = sub.add_parser("compress", help="a compression recipe end to end: prune -> distill -> 2:4 -> QAT -> export")
+    common(p, version=False)
+    p.add_argument("--recipe", required=True, help="config/compression/<task>.yaml")
+    p.add_argument("--out-version", required=True, help="the final version; intermediates get -pruned, -distilled...")
+    p.add_argument("--work-dir", help="checkpoints of the steps (default <engines-dir>/<task>/.compress-<V>)")
+    p.add_argument("--stop-after", choices=["prune", "distill", "sparsity", "qat"],
+                   help="end after this training step (resume later, here or elsewhere, with the work dir)")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="simulation workers")
+    p.add_argument("--reuse", type=int, default=1,
+                   help="draws per simulated batch (a replay buffer, where simulation limits the rate)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild version directories that exist")
+    p.add_argument("--budget", default=DEFAULT_BUDGET)
+
     p = sub.add_parser("validate", help="release gates of a candidate against the baseline engine")
     common(p, version=False)
     p.add_argument("--baseline", required=True)
@@ -127,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return bench.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate,
+        return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
                 "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "sign": _sign,
                 "audit": _audit}[args.verb](args)
     except AirsideError as exc:
@@ -308,6 +322,38 @@ def _calibrate_monitor(args) -> int:
         for name, f in section["features"].items():
             print(f"  {name:24s} median {f['center']:10.4f}  scale {f['scale']:8.4f}  "
                   f"limit {f['limit']:6.2f} ({f['side']})")
+    return 0
+
+
+def _compress(args) -> int:
+    try:
+        from airside_perception.compression import recipe as recipe_mod
+        from airside_perception.compression.pipeline import Compressor
+    except ImportError as exc:
+        cli.fail(PROG, f"compress needs PyTorch and Torch-Pruning ({exc}): pip install -r requirements-train.txt")
+    recipe = recipe_mod.load(args.recipe)
+    if recipe.task != args.task:
+        cli.fail(PROG, f"{args.recipe} is a {recipe.task} recipe, not {args.task}: pick config/compression/"
+                       f"{args.task}.yaml")
+    if not os.path.isfile(recipe.base_checkpoint):
+        cli.fail(PROG, f"{args.recipe}: base.checkpoint {recipe.base_checkpoint} does not exist")
+    if recipe.teacher != "base" and not os.path.isfile(recipe.teacher):
+        cli.fail(PROG, f"{args.recipe}: teacher {recipe.teacher} does not exist (or write teacher: base)")
+    store.load_version(args.engines_dir, args.task, recipe.base_version)  # the gates' baseline must exist
+    final = os.path.join(args.engines_dir, args.task, args.out_version)
+    if os.path.isdir(final) and not args.overwrite:
+        cli.fail(PROG, f"{final} exists: versions are immutable; pick another --out-version (or --overwrite)")
+    compressor = Compressor(recipe, args.out_version, args.engines_dir, args.work_dir, args.workers, reuse=args.reuse)
+    print(f"{args.task}: steps {' -> '.join(recipe.steps())} -> export; work dir {compressor.work}")
+    compressor.train(args.stop_after)
+    if args.stop_after:
+        return 0
+    result = compressor.export(load_budget(args.budget).stage(args.task), overwrite=args.overwrite)
+    for row in result["rows"]:
+        print(f"  {row['version']:22s} params {row['params']:7d}  CPU P99 {row['cpu']['p99_ms']:6.1f} ms "
+              f"(base {row['baseline_cpu_same_run']['p99_ms']:.1f})  accuracy {row['accuracy']['metric']:6.2f}  "
+              f"gates {'pass' if row['gates_passed'] else 'FAIL ' + ','.join(row['failed_gates'])}")
+    print(f"report: {os.path.join(args.engines_dir, args.task, args.out_version, 'compression_report.md')}")
     return 0
 
 

@@ -289,6 +289,13 @@ class Distiller(nn.Module):
         parts["total"] = total
         return parts
 
+    def release(self) -> None:
+        """Removes the feature hooks (the student can then be copied, saved or exported)."""
+        for tap in self._s_taps + self._t_taps:
+            tap.handle.remove()
+            tap.value = None
+        self._s_taps, self._t_taps = [], []
+
     def trainable_parameters(self) -> List[nn.Parameter]:
         return list(self.student.parameters()) + list(self.projectors.parameters())
 
@@ -343,11 +350,32 @@ def train_jobs(jobs: List[Job], batches, steps: int, device: torch.device, log_e
         bar.update(1)
     bar.close()
     for job in jobs:
+        job.distiller.release()
         job.distiller.student.eval()
 
 
-def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False):
-    """Endless simulated training batches (the train split), as :mod:`training.train` draws them."""
+def replay(batches, size: int = 32, reuse: int = 1, seed: int = 0):
+    """Batches drawn at random from a buffer of the last ``size`` simulated ones, a new one
+    entering every ``reuse`` draws: where simulation, not the GPU, limits the rate, each
+    scene teaches ``reuse`` times (in different steps, like epochs over a moving window).
+    ``reuse=1`` passes the batches through unchanged."""
+    if reuse <= 1:
+        yield from batches
+        return
+    rng = np.random.default_rng(seed)
+    buffer: List[Dict[str, torch.Tensor]] = []
+    for fresh in batches:
+        if len(buffer) >= size:
+            buffer.pop(int(rng.integers(len(buffer))))
+        buffer.append(fresh)
+        yield fresh
+        for _ in range(reuse - 1):
+            yield buffer[int(rng.integers(len(buffer)))]
+
+
+def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1):
+    """Endless simulated training batches (the train split), as :mod:`training.train` draws them
+    (``reuse`` > 1: through :func:`replay`)."""
     from torch.utils.data import DataLoader
 
     from airside_perception.ops.bev import BevSpec
@@ -357,7 +385,7 @@ def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool =
     stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None)
     loader = DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate,
                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
-    return iter(loader)
+    return replay(iter(loader), reuse=reuse, seed=start_seed) if reuse > 1 else iter(loader)
 
 
 def load_recipe(path: str) -> DistillRecipe:
@@ -384,6 +412,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", type=int, default=1, help="draws per simulated batch (replay buffer)")
     parser.add_argument("--no-control", action="store_true", help="skip the student trained alone")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -411,7 +440,7 @@ def main(argv=None) -> int:
         jobs.append(Job("alone", Distiller(copy.deepcopy(student), None, adaptor, recipe), args.lr))
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
-    train_jobs(jobs, sim_batches(args.batch, args.workers, args.seed), args.steps, device)
+    train_jobs(jobs, sim_batches(args.batch, args.workers, args.seed, reuse=args.reuse), args.steps, device)
     for job in jobs:
         checkpoint.save_network(job.distiller.student, os.path.join(args.out_dir, f"{args.task}-{job.name}.pt"))
         with open(os.path.join(args.out_dir, f"{args.task}-{job.name}.curve.json"), "w") as fh:

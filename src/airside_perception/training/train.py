@@ -316,7 +316,8 @@ def main() -> None:
             net = net.cpu().eval()
             state = net.state_dict()
             if args.arch == "teacher":  # stored compactly: the teachers only ever run on a GPU
-                state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+                # (batch-norm statistics stay float32: a running variance can exceed fp16's range)
+                state = {k: v.half() if v.is_floating_point() and "running_" not in k else v for k, v in state.items()}
             torch.save(state, os.path.join(args.out_dir, f"{task}.pt"))
             if not args.no_export:
                 export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
