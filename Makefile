@@ -46,6 +46,12 @@ $(STAMPS)/venv: requirements.txt requirements-dev.txt $(STAMPS)/ros-deps
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@mkdir -p $(STAMPS) && touch $@
 
+# Offline-tool dependencies (PyTorch CPU, Torch-Pruning): the compression and distillation
+# tests need them; the vehicle never does.
+$(STAMPS)/train-deps: requirements-train.txt $(STAMPS)/venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt
+	@touch $@
+
 setup: $(STAMPS)/venv build ## install ROS packages and the venv, build the catkin workspace
 
 build: $(STAMPS)/venv ## build messages and the package (catkin workspace under ~/.cache/airside_perception/)
@@ -61,7 +67,7 @@ test: setup ## everything CI runs: unit tests, lint, Python 3.8 check, rostests
 	$(MAKE) --no-print-directory unit lint py38 rostest
 	@echo "make test: all passed"
 
-unit: ## unit tests (pytest, no roscore)
+unit: $(STAMPS)/train-deps ## unit tests (pytest, no roscore)
 	$(ROS_ENV) $(PY) -m pytest -q test/unit
 
 lint: ## ruff

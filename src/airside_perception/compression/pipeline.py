@@ -32,7 +32,7 @@ from airside_perception.compression import sparsity as sparsity_mod
 from airside_perception.compression.recipe import Recipe
 from airside_perception.errors import ConfigError
 from airside_perception.training import checkpoint, models
-from airside_perception.training.distill import DistillRecipe, Distiller, Job, adaptor_for, sim_batches, train_jobs
+from airside_perception.training.distill import Distiller, DistillRecipe, Job, adaptor_for, sim_batches, train_jobs
 
 #: Seeds of the calibration batches (pruning importance, QAT ranges): apart from training's.
 CALIBRATION_SEED = 90_000

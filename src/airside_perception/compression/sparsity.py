@@ -38,7 +38,7 @@ def mask_2_4(weight: torch.Tensor) -> torch.Tensor:
 
 def is_2_4(weight) -> bool:
     """True when every group of four input channels holds at most two non-zeros."""
-    w = torch.as_tensor(np.asarray(weight)) if not isinstance(weight, torch.Tensor) else weight
+    w = torch.as_tensor(np.array(weight)) if not isinstance(weight, torch.Tensor) else weight
     if w.dim() not in (2, 4) or w.shape[1] % 4:
         return False
     return bool(((_grouped(w) != 0).sum(1) <= 2).all())

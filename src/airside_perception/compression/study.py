@@ -24,7 +24,7 @@ from airside_perception import cli
 from airside_perception.compression import prune
 from airside_perception.compression.recipe import SAFETY_CLASSES
 from airside_perception.training import checkpoint
-from airside_perception.training.distill import DistillRecipe, Distiller, Job, adaptor_for, sim_batches, train_jobs
+from airside_perception.training.distill import Distiller, DistillRecipe, Job, adaptor_for, sim_batches, train_jobs
 
 BASES = {"segmentation": ("1.2.0", "models/segmentation-1.0.0.pt"), "detection": ("1.0.0", "models/detection-1.0.0.pt")}
 
@@ -47,7 +47,8 @@ def train(args) -> int:
             checkpoint.save_network(net, os.path.join(args.out_dir, f"{name}-pruned.pt"))
             jobs.append(Job(name, Distiller(net.to(device), None, adaptor, DistillRecipe()), args.lr))
     start = time.time()
-    train_jobs(jobs, sim_batches(args.batch, args.workers, 3000, reuse=args.reuse), args.steps, device, desc="fine-tune")
+    batches = sim_batches(args.batch, args.workers, 3000, reuse=args.reuse)
+    train_jobs(jobs, batches, args.steps, device, desc="fine-tune")
     for job in jobs:
         checkpoint.save_network(job.distiller.student, os.path.join(args.out_dir, f"{job.name}-finetuned.pt"))
         reports[job.name]["curve"] = job.curve

@@ -94,13 +94,17 @@ def _reject_unknown(data: dict, known, where: str) -> None:
 # ---------------------------------------------------------------------------- losses
 
 
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of softened distributions over the last axis, x T^2, mean over rows."""
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+          weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """KL(teacher || student) of softened distributions over the last axis, x T^2, mean over
+    rows (weighted mean with per-row ``weights``)."""
     t = temperature
     log_p_s = F.log_softmax(student_logits / t, dim=-1)
     log_p_t = F.log_softmax(teacher_logits / t, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
-    return kl.mean() * t * t
+    if weights is None:
+        return kl.mean() * t * t
+    return (kl * weights).sum() / weights.sum().clamp(min=1e-12) * t * t
 
 
 def mix(hard: torch.Tensor, soft: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -172,7 +176,14 @@ class SegmentationAdaptor(TaskAdaptor):
         return F.cross_entropy(out, batch["point_labels"], weight=w, ignore_index=classes.UNLABELLED)
 
     def response_loss(self, out, teacher_out, batch, recipe):
-        return kd_kl(out, teacher_out, recipe.temperature)
+        # each point weighs what its class weighs in the hard loss: unweighted, the KL is the
+        # ground's (nine points in ten) and the rare safety classes learn least from the teacher
+        from airside_perception.training.train import SEG_CLASS_WEIGHTS
+
+        labels = batch["point_labels"]
+        table = torch.tensor(SEG_CLASS_WEIGHTS + [1.0], device=out.device)
+        weights = table[torch.where(labels == classes.UNLABELLED, len(SEG_CLASS_WEIGHTS), labels)]
+        return kd_kl(out, teacher_out, recipe.temperature, weights)
 
 
 class DetectionAdaptor(TaskAdaptor):
