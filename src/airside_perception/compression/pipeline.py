@@ -120,9 +120,10 @@ class Compressor:
             elif step == "distill":
                 d = r.distill
                 teacher = self._teacher(base)
+                control = copy.deepcopy(net) if d.control else None  # before the teacher's hooks attach
                 jobs = [Job("distilled", Distiller(net, teacher, adaptor, d.recipe), d.lr)]
-                if d.control:
-                    jobs.append(Job("alone", Distiller(copy.deepcopy(net), None, adaptor, d.recipe), d.lr))
+                if control is not None:
+                    jobs.append(Job("alone", Distiller(control, None, adaptor, d.recipe), d.lr))
                 train_jobs(jobs, self._batches(d.batch, seed), d.steps, self.device, progress=self.progress,
                            desc="distill")
                 net = jobs[0].distiller.student.cpu()
@@ -193,19 +194,9 @@ class Compressor:
 
     # ------------------------------------------------------------------ export, gates, report
     def version_names(self) -> Dict[str, str]:
-        """Step (or "ptq", "distill-alone") -> version directory name."""
-        steps = list(self.state["done"])
-        names = {}
-        if "prune" in steps:
-            names["prune"] = f"{self.version}-pruned" if "distill" in steps else self.version
-        if "distill" in steps:
-            names["distill"] = self.version
-        if "sparsity" in steps:
-            names["sparsity"] = f"{self.version}-sparse"
-        if "qat" in steps:
-            names["ptq"] = f"{self.version}-ptq"
-            names["qat"] = f"{self.version}-int8"
-        return names
+        """Step (or "ptq") -> version directory name, for the finished steps."""
+        return planned_versions(list(self.state["done"]), self.version)
+
 
     def export(self, budget_ms: float, overwrite: bool = False) -> Dict[str, object]:
         """Exports every finished step, gates it against the base version, writes the report."""
@@ -249,7 +240,7 @@ class Compressor:
                   "teacher": r.teacher, "recipe": r.path, "steps": self.state["steps"], "rows": rows,
                   "baseline": _baseline_row(r.base_version, base_manifest, rows)}
         out_dir = os.path.join(self.engines_dir, self.task, self.version)
-        if not os.path.isdir(out_dir):  # no float step: the report goes beside the first variant
+        if not any(r["version"] == self.version for r in rows):  # no float step: beside the first variant
             out_dir = os.path.join(self.engines_dir, self.task, rows[0]["version"])
         write_report(result, out_dir)
         return result
@@ -358,3 +349,18 @@ def write_report(result: Dict[str, object], out_dir: str) -> List[str]:
         fh.write("\n".join(lines) + "\n")
     paths.append(md)
     return paths
+
+
+def planned_versions(steps: List[str], version: str) -> Dict[str, str]:
+    """The version directories a recipe's steps write: the float network is ``version``."""
+    names = {}
+    if "prune" in steps:
+        names["prune"] = f"{version}-pruned" if "distill" in steps else version
+    if "distill" in steps:
+        names["distill"] = version
+    if "sparsity" in steps:
+        names["sparsity"] = f"{version}-sparse"
+    if "qat" in steps:
+        names["ptq"] = f"{version}-ptq"
+        names["qat"] = f"{version}-int8"
+    return names

@@ -163,6 +163,7 @@ def _export(args) -> int:
         first = str(exc).strip().splitlines()[0]
         cli.fail(PROG, f"{args.checkpoint} is not a {args.task} checkpoint of this network ({first}): "
                        "pick the task's .pt (and the --arch / --seg-mlp it was trained with)")
+    os.makedirs(args.engines_dir, exist_ok=True)
     raw = os.path.join(args.engines_dir, f".{args.task}-{args.version}.raw.onnx")
     export.export_onnx(net, args.task, raw)
     import onnx
@@ -328,7 +329,7 @@ def _calibrate_monitor(args) -> int:
 def _compress(args) -> int:
     try:
         from airside_perception.compression import recipe as recipe_mod
-        from airside_perception.compression.pipeline import Compressor
+        from airside_perception.compression.pipeline import Compressor, planned_versions
     except ImportError as exc:
         cli.fail(PROG, f"compress needs PyTorch and Torch-Pruning ({exc}): pip install -r requirements-train.txt")
     recipe = recipe_mod.load(args.recipe)
@@ -340,9 +341,10 @@ def _compress(args) -> int:
     if recipe.teacher != "base" and not os.path.isfile(recipe.teacher):
         cli.fail(PROG, f"{args.recipe}: teacher {recipe.teacher} does not exist (or write teacher: base)")
     store.load_version(args.engines_dir, args.task, recipe.base_version)  # the gates' baseline must exist
-    final = os.path.join(args.engines_dir, args.task, args.out_version)
-    if os.path.isdir(final) and not args.overwrite:
-        cli.fail(PROG, f"{final} exists: versions are immutable; pick another --out-version (or --overwrite)")
+    for version in planned_versions(recipe.steps(), args.out_version).values():
+        target = os.path.join(args.engines_dir, args.task, version)
+        if os.path.isdir(target) and not args.overwrite:
+            cli.fail(PROG, f"{target} exists: versions are immutable; pick another --out-version (or --overwrite)")
     compressor = Compressor(recipe, args.out_version, args.engines_dir, args.work_dir, args.workers, reuse=args.reuse)
     print(f"{args.task}: steps {' -> '.join(recipe.steps())} -> export; work dir {compressor.work}")
     compressor.train(args.stop_after)

@@ -77,6 +77,8 @@ def apply_plan(plan: BuildPlan, calibration_batches: Optional[Iterator[dict]] = 
                                                     os.path.isfile(plan.calibration_cache_path)):
                 raise ModelLoadError("implicit INT8 needs calibration batches or a calibration cache")
             config.int8_calibrator = _calibrator(trt, plan, calibration_batches or iter(()))
+    if plan.sparse_weights:  # 2:4 weights (Ampere and later, Orin): sparse tensor-core tactics
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if plan.dla_core >= 0:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core

@@ -35,6 +35,7 @@ class BuildPlan:
     layer_info_path: str
     key: cache_key.EngineKey
     notes: List[str] = field(default_factory=list)
+    sparse_weights: bool = False  # 2:4 weights found: let TensorRT pick sparse tensor-core kernels
 
 
 def _profile(manifest: Manifest, points: Tuple[int, int, int]) -> Dict[str, Tuple[Shape, Shape, Shape]]:
@@ -75,12 +76,40 @@ def make_plan(manifest: Manifest, precision: str, tensorrt_version: str, compute
     if dla_core >= 0 and any(isinstance(d, str) for s in manifest.inputs for d in s.shape):
         notes.append("DLA needs static shapes: layers on the dynamic point axis run on the GPU")
     calib = None if explicit or precision != "int8" else os.path.join(folder, f"{manifest.sha256[:12]}.calib")
+    sparse = two_four_layers(manifest.model_path)
+    if sparse:
+        notes.append(f"{len(sparse)} layers hold 2:4 sparse weights: built with sparse weights enabled")
     return BuildPlan(onnx_path=manifest.model_path, engine_path=engine_path, precision=precision,
                      explicit_quantization=explicit, dla_core=dla_core, gpu_fallback=dla_core >= 0,
                      profiles=profiles, workspace_mb=workspace_mb,
                      timing_cache_path=os.path.join(folder, f"timing_trt{tensorrt_version}_sm"
                                                     f"{compute_capability.replace('.', '')}.cache"),
-                     calibration_cache_path=calib, layer_info_path=stem + ".layers.json", key=key, notes=notes)
+                     calibration_cache_path=calib, layer_info_path=stem + ".layers.json", key=key, notes=notes,
+                     sparse_weights=bool(sparse))
+
+
+def two_four_layers(onnx_path: str, min_size: int = 64) -> List[str]:
+    """Weight initializers of Conv / Gemm / MatMul nodes in which every group of four input
+    channels holds at most two non-zeros (the pattern of ``compression.sparsity``)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_path)
+    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
+    found = []
+    for init in model.graph.initializer:
+        if init.name not in weights:
+            continue
+        w = numpy_helper.to_array(init)
+        if w.size < min_size or w.ndim not in (2, 4):
+            continue
+        for cand in ((w,) if w.ndim == 4 else (w, w.T)):
+            g = np.moveaxis(cand, 1, -1) if cand.ndim == 4 else cand
+            if g.shape[-1] % 4 == 0 and ((g.reshape(-1, 4) != 0).sum(1) <= 2).all():
+                found.append(init.name)
+                break
+    return found
 
 
 def _shape_arg(profiles, index: int) -> str:
@@ -102,6 +131,8 @@ def trtexec_command(plan: BuildPlan) -> List[str]:
         cmd.append("--int8")
         if plan.calibration_cache_path:
             cmd.append(f"--calib={plan.calibration_cache_path}")
+    if plan.sparse_weights:
+        cmd.append("--sparsity=enable")
     if plan.dla_core >= 0:
         cmd.append(f"--useDLACore={plan.dla_core}")
         if plan.gpu_fallback:

@@ -32,5 +32,9 @@ def load_network(task: str, path: str, arch: str = "student", seg_mlp: Optional[
 
 
 def save_network(net: nn.Module, path: str) -> None:
-    """The whole module: pruned widths travel with it."""
-    torch.save(net.cpu().eval(), path)
+    """The whole module: pruned widths travel with it (training hooks do not)."""
+    net = net.cpu().eval()
+    for m in net.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    torch.save(net, path)

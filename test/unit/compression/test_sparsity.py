@@ -43,3 +43,21 @@ def test_pattern_survives_export(tmp_path):
     dense = models.build("detection", width=8).eval()
     export.export_onnx(dense, "detection", str(tmp_path / "dense.onnx"))
     assert not any(sparsity.check_onnx(str(tmp_path / "dense.onnx")).values())
+
+
+def test_build_plan_enables_sparse_weights_for_a_2_4_model(tmp_path):
+    from airside_perception.engines.package import package_version
+    from airside_perception.tools import trt_plan
+
+    torch.manual_seed(0)
+    net = models.build("detection", width=8).eval()
+    sparsity.apply(net, [net.heatmap, net.regression])
+    path = str(tmp_path / "s.onnx")
+    export.export_onnx(net, "detection", path)
+    sparse = package_version(path, "detection", "9.0.0-sparse", str(tmp_path / "engines"), with_golden=False)
+    plan = trt_plan.make_plan(sparse, "fp16", "8.6.1", "8.7")
+    assert plan.sparse_weights and "--sparsity=enable" in trt_plan.trtexec_command(plan)
+    export.export_onnx(models.build("detection", width=8).eval(), "detection", path)
+    dense = package_version(path, "detection", "9.0.0", str(tmp_path / "engines"), with_golden=False)
+    plan = trt_plan.make_plan(dense, "fp16", "8.6.1", "8.7")
+    assert not plan.sparse_weights and "--sparsity=enable" not in trt_plan.trtexec_command(plan)
