@@ -242,7 +242,7 @@ class Compressor:
         out_dir = os.path.join(self.engines_dir, self.task, self.version)
         if not any(r["version"] == self.version for r in rows):  # no float step: beside the first variant
             out_dir = os.path.join(self.engines_dir, self.task, rows[0]["version"])
-        write_report(result, out_dir)
+        result["report"] = write_report(result, out_dir)[-1]
         return result
 
 

@@ -355,7 +355,7 @@ def _compress(args) -> int:
         print(f"  {row['version']:22s} params {row['params']:7d}  CPU P99 {row['cpu']['p99_ms']:6.1f} ms "
               f"(base {row['baseline_cpu_same_run']['p99_ms']:.1f})  accuracy {row['accuracy']['metric']:6.2f}  "
               f"gates {'pass' if row['gates_passed'] else 'FAIL ' + ','.join(row['failed_gates'])}")
-    print(f"report: {os.path.join(args.engines_dir, args.task, args.out_version, 'compression_report.md')}")
+    print(f"report: {result['report']}")
     return 0
 
 
