@@ -88,6 +88,9 @@ def read_cloud(data, layout: CloudLayout, max_points: int) -> CloudArray:
     for f in layout.fields:
         if f.name in REQUIRED_FIELDS + ("intensity",) and np.dtype(f.dtype).kind not in NUMERIC_KINDS:
             raise CloudFormatError(f"field '{f.name}' has type {f.dtype}: must be numeric")
+        if f.name in REQUIRED_FIELDS + ("intensity",) and f.count != 1:
+            raise CloudFormatError(f"field '{f.name}' has count {f.count}: x, y, z and intensity hold one value "
+                                   "per point (count 1)")
     n = layout.height * layout.width
     if n > max_points:
         raise CloudFormatError(f"cloud has {n} points, more than max_points={max_points}: "
