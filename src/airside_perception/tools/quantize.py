@@ -115,12 +115,15 @@ def head_nodes(model_path: str, outputs: Sequence[str]) -> List[str]:
 def quantize_int8(model_path: str, out_path: str, calibration: CalibrationSet, input_names: Sequence[str],
                   output_names: Sequence[str], keep_float: Sequence[str] = ("heads",),
                   spec: Optional[BevSpec] = None, intensity_scale: float = 1.0,
-                  z_offset_m: float = 0.0) -> List[str]:
+                  z_offset_m: float = 0.0, quant_format: str = "qdq", activations: str = "s8") -> List[str]:
     """Writes a Q/DQ INT8 model; returns the nodes kept in float.
 
     ``intensity_scale`` and ``z_offset_m`` alter the calibration clouds, to reproduce a bad
     calibration set (a driver reporting intensity in 0..1, clouds in another frame) whose
-    damage the release gates must catch.
+    damage the release gates must catch. ``quant_format`` "qdq" (explicit Q/DQ pairs: what
+    TensorRT builds) or "qoperator" (ONNX Runtime's fused integer operators, CPU only);
+    ``activations`` "s8" or "u8" (U8S8: unsigned activations, signed weights, the pairing x86
+    integer kernels without VNNI prefer).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -135,7 +138,9 @@ def quantize_int8(model_path: str, out_path: str, calibration: CalibrationSet, i
     quant_pre_process(model_path, pre, skip_symbolic_shape=True)
     reader = _Reader(calibration.seeds, input_names, spec or BevSpec(), intensity_scale, z_offset_m)
     quantize_static(pre, out_path, reader,
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QOperator if quant_format == "qoperator" else QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
                     per_channel=True, nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax)
     import os
 
