@@ -75,6 +75,10 @@ def _parser() -> cli.Parser:
     p.add_argument("--keep-float", nargs="*", default=["heads"],
                    help="'heads' and/or node names kept in float (sensitive layers)")
     p.add_argument("--allow-partial-coverage", action="store_true")
+    p.add_argument("--activations", choices=["s8", "u8"], default="s8",
+                   help="s8: symmetric int8 activations (what TensorRT builds); u8: unsigned activations with a "
+                        "zero point (U8S8), the faster pairing for ONNX Runtime on x86 CPUs without VNNI, "
+                        "for the CPU fallback only")
     p.add_argument("--calibration-intensity-scale", type=float, default=1.0,
                    help="scale of the calibration intensities (1/255 reproduces a 0..1 driver: a bad set)")
     p.add_argument("--calibration-z-offset-m", type=float, default=0.0,
@@ -241,12 +245,13 @@ def _quantize(args) -> int:
     inputs, outputs = IO_NAMES[args.task]
     out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.int8.onnx")
     kept = quantize_int8(manifest.model_path, out, calibration, inputs, outputs, args.keep_float,
-                         intensity_scale=args.calibration_intensity_scale, z_offset_m=args.calibration_z_offset_m)
+                         intensity_scale=args.calibration_intensity_scale, z_offset_m=args.calibration_z_offset_m,
+                         activations=args.activations)
     new = package_version(out, args.task, args.out_version, args.engines_dir, precision="int8")
     os.remove(out)
     with open(os.path.join(new.directory, "calibration.json"), "w") as fh:
         json.dump({"seeds": calibration.seeds, "coverage": calibration.coverage, "kept_float": kept,
-                   "source_version": args.version, "only": args.only,
+                   "source_version": args.version, "only": args.only, "activations": args.activations,
                    "intensity_scale": args.calibration_intensity_scale,
                    "z_offset_m": args.calibration_z_offset_m}, fh, indent=2)
     print(f"{new.directory}: INT8 Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
