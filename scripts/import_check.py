@@ -6,7 +6,7 @@ import sys
 
 import airside_perception
 
-SKIP_PREFIXES = ("airside_perception.ros", "airside_perception.training")
+SKIP_PREFIXES = ("airside_perception.ros", "airside_perception.training", "airside_perception.compression")
 
 
 def main() -> int:
