@@ -169,7 +169,7 @@ class ModelManagerOTA(unittest.TestCase):
     def test_4_nan_engine_is_rolled_back_automatically(self):
         start = time.time()
         out = self.swap("detection", os.path.join(ROOT, "detection", "nan_sparse"))
-        self.assertTrue(out.success, "the NaN engine passes the golden inputs (NaN on denser clouds): " + out.message)
+        self.assertTrue(out.success, "the NaN-on-sparse engine passes the dense golden inputs: " + out.message)
         s = self.detection_status(timeout_s=10.0, active_version="1.0.0-int8", state="rolled_back")
         self.assertIn("non-finite", s.message)
         self.assertIn("automatic", s.message)

@@ -12,15 +12,14 @@ from airside_perception.engines.manifest import Manifest, sha256_of
 from airside_perception.errors import ManifestError
 
 GOLDEN_FILE = "golden.npz"
-GOLDEN_SEEDS = (110_000, 110_001)  # test split
-GOLDEN_DENSITY = "compact"  # about 35k points a cloud: 0.4 MB a version directory, not 1.4 MB
+GOLDEN_SEEDS = (110_000, 110_001)  # test split, default density
 
 
 def write_golden(version_dir: str, seeds: Sequence[int] = GOLDEN_SEEDS) -> str:
     from airside_perception.sim.world import make_scan
 
     path = os.path.join(version_dir, GOLDEN_FILE)
-    clouds = {f"cloud_{i}": make_scan(int(s), GOLDEN_DENSITY).points for i, s in enumerate(seeds)}
+    clouds = {f"cloud_{i}": make_scan(int(s)).points for i, s in enumerate(seeds)}
     np.savez_compressed(path, seeds=np.asarray(seeds), **clouds)
     return path
 
