@@ -152,8 +152,11 @@ class RealFrames(unittest.TestCase):
         reasons = [s.reason for s in street]
         self.assertIn("out_of_distribution", reasons)
         first = reasons.index("out_of_distribution")
-        # ood_cycles (3) in a row, plus a few where a late output is a deadline miss first
-        self.assertLessEqual(first, 8, f"{first} street cycles before out_of_distribution: {reasons[:10]}")
+        # the neural path is trusted ("ok") on at most ood_cycles (3) street cycles, plus the one in
+        # flight; cycles that fell back for another reason first (a deadline miss on a loaded
+        # machine) are not counted: the vehicle was on the baseline then too
+        trusted = reasons[:first].count("ok")
+        self.assertLessEqual(trusted, 4, f"{trusted} street cycles trusted before out_of_distribution: {reasons[:12]}")
         self.assertTrue(all(s.active == "baseline" for s in street[first:]), reasons)
         obstacles = [m for m in self._since("/perception/obstacles", t0) if m.header.stamp.to_nsec()
                      in self.feed.sent and self.feed.sent[m.header.stamp.to_nsec()] == "street"]
