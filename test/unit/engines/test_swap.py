@@ -263,12 +263,53 @@ def test_a_clearly_slower_candidate_is_still_refused_under_a_cpu_hog(root, tmp_p
     host.close()
 
 
+def _timed(engine, x) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    engine.run(x)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _frame_ms(root, tmp_path, x):
+    """Median frame time of a host serving 1.0.0, as the watch measures it."""
+    import time
+
+    import numpy as np
+
+    _, host, _ = _controller(root, tmp_path / "probe")
+    cloud = make_scan(110000).points
+    host.process(cloud)
+    t = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        host.process(cloud)
+        t.append((time.perf_counter() - t0) * 1e3)
+    host.close()
+    return float(np.median(t)), x
+
+
 def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, tmp_path, monkeypatch):
     import time
 
-    import airside_perception.engines.validation as validation
+    # the deadline lies between the two engines' frame times as measured here (they differ by
+    # machine and ONNX Runtime version: 11 / 27 ms under one, over 30 ms for the slow one under another)
+    import numpy as np
 
-    ctl, host = _loaded_controller(root, tmp_path, deadline_ms=30.0)  # between the two engines' frame times
+    import airside_perception.engines.validation as validation
+    from airside_perception.ops.bev import BevSpec, encode
+
+    x = encode(make_scan(110000).points, BevSpec())
+    times = {}
+    for v in ("1.0.0", "slow"):
+        e = store.open_engine(store.load_version(root, "detection", v), "onnxruntime", 1)
+        for _ in range(2):
+            e.run(x)
+        times[v] = float(np.median([_timed(e, x) for _ in range(7)]))
+        e.close()
+    assert times["slow"] > 1.5 * times["1.0.0"], times
+    frame_ms, _ = _frame_ms(root, tmp_path, x)
+    ctl, host = _loaded_controller(root, tmp_path, deadline_ms=frame_ms + (times["slow"] - times["1.0.0"]) / 2)
     monkeypatch.setattr(validation, "MAX_SLOWDOWN", 100.0)
     monkeypatch.setattr(validation, "SAME_SPEED", 100.0)
     serving = Serving(host, period_s=0.05).start(ctl)
