@@ -74,18 +74,7 @@ def reapply(net: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
 
 def check_onnx(path: str, min_size: int = 64) -> Dict[str, bool]:
     """Per weight initializer of a Conv/Gemm/MatMul (at least ``min_size`` values): does it
-    keep the 2:4 pattern? (Linear weights export transposed for MatMul: checked both ways.)"""
-    import onnx
-    from onnx import numpy_helper
+    keep the 2:4 pattern? (The check ``engine_tool build`` runs: ``trt_plan.two_four_report``.)"""
+    from airside_perception.tools.trt_plan import two_four_report
 
-    model = onnx.load(path)
-    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
-    out = {}
-    for init in model.graph.initializer:
-        if init.name not in weights:
-            continue
-        w = numpy_helper.to_array(init)
-        if w.size < min_size or w.ndim not in (2, 4):
-            continue
-        out[init.name] = is_2_4(w) or (w.ndim == 2 and is_2_4(w.T))
-    return out
+    return two_four_report(path, min_size)

@@ -88,28 +88,35 @@ def make_plan(manifest: Manifest, precision: str, tensorrt_version: str, compute
                      sparse_weights=bool(sparse))
 
 
-def two_four_layers(onnx_path: str, min_size: int = 64) -> List[str]:
-    """Weight initializers of Conv / Gemm / MatMul nodes in which every group of four input
-    channels holds at most two non-zeros (the pattern of ``compression.sparsity``)."""
+def two_four_report(onnx_path: str, min_size: int = 64) -> Dict[str, bool]:
+    """Per weight initializer of a Conv / Gemm / MatMul node (at least ``min_size`` values):
+    does every group of four input channels hold at most two non-zeros (the pattern of
+    ``compression.sparsity``)? Linear weights export transposed for MatMul: checked both ways."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(onnx_path)
     weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
-    found = []
+    report = {}
     for init in model.graph.initializer:
         if init.name not in weights:
             continue
         w = numpy_helper.to_array(init)
         if w.size < min_size or w.ndim not in (2, 4):
             continue
+        report[init.name] = False
         for cand in ((w,) if w.ndim == 4 else (w, w.T)):
             g = np.moveaxis(cand, 1, -1) if cand.ndim == 4 else cand
             if g.shape[-1] % 4 == 0 and ((g.reshape(-1, 4) != 0).sum(1) <= 2).all():
-                found.append(init.name)
+                report[init.name] = True
                 break
-    return found
+    return report
+
+
+def two_four_layers(onnx_path: str, min_size: int = 64) -> List[str]:
+    """The weight initializers that hold the 2:4 pattern (:func:`two_four_report`)."""
+    return [name for name, ok in two_four_report(onnx_path, min_size).items() if ok]
 
 
 def _shape_arg(profiles, index: int) -> str:
