@@ -22,9 +22,10 @@ seeds, rank 0 writing the checkpoint and the curve (``--batch`` is per rank)::
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from airside_perception import classes, cli
 from airside_perception.ops.bev import BevSpec, encode
-from airside_perception.sim.world import SPLITS
+from airside_perception.sim.world import SPLITS, make_scan, split_seeds
+from airside_perception.tools.metrics import SegmentationMeter
 from airside_perception.training import distributed, export, models, targets
 from airside_perception.training.randomize import Randomization
 
@@ -162,6 +164,36 @@ def task_losses(nets, batch, seg_weights) -> Dict[str, torch.Tensor]:
 LOSS_WEIGHTS = {"segmentation": 1.0, "detection": 1.0, "occupancy": 2.0}
 
 
+def _held_out_scan(seed: int) -> Tuple[np.ndarray, ...]:
+    scan = make_scan(int(seed), "default")
+    enc = encode(scan.points, BevSpec())
+    return enc.bev, enc.point_cells, enc.point_features, scan.labels[enc.kept].astype(np.int64)
+
+
+class SegmentationCheck:
+    """The segmentation network's mIoU on held-out scans of ``split`` (the scans
+    ``tools.evaluate`` reads, default density), simulated once by ``workers`` processes."""
+
+    def __init__(self, split: str, scans: int, workers: int):
+        seeds = [int(s) for s in split_seeds(split, scans)]
+        with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
+            self.scans = pool.map(_held_out_scan, seeds, chunksize=1)
+        self.split = split
+
+    @torch.no_grad()
+    def __call__(self, net: models.SegmentationNet, device: torch.device) -> Dict[str, object]:
+        meter = SegmentationMeter()
+        was_training = net.training
+        net.eval()
+        for bev, cells, feats, labels in self.scans:
+            cells_t = torch.from_numpy(cells).to(device)
+            logits = seg_forward_batched(net, torch.from_numpy(bev).to(device), cells_t,
+                                         torch.zeros_like(cells_t), torch.from_numpy(feats).to(device))
+            meter.add(labels, logits.argmax(1).cpu().numpy())
+        net.train(was_training)
+        return meter.summary()
+
+
 def main() -> None:
     parser = cli.Parser(prog="airside_perception.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock training budget")
@@ -198,6 +230,12 @@ def main() -> None:
     parser.add_argument("--class-map", help="with --data: source id -> airside class (config/class_maps/)")
     parser.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="with --data: \"x y z roll pitch yaw\"")
     parser.add_argument("--intensity-max", type=float, default=255.0, help="with --data: the scans' intensity range")
+    parser.add_argument("--check-every", type=int, default=0,
+                        help="every this many steps, rank 0 scores segmentation on --check-scans validation "
+                             "scans (check.csv; the time it takes is not counted as training time)")
+    parser.add_argument("--check-scans", type=int, default=48)
+    parser.add_argument("--final-check-scans", type=int, default=0,
+                        help="at the end, segmentation mIoU on this many test scans (written to check.csv)")
     args = parser.parse_args()
     dist = distributed.setup()
     os.makedirs(args.out_dir, exist_ok=True)
@@ -243,6 +281,32 @@ def main() -> None:
     seg_weights = torch.tensor(SEG_CLASS_WEIGHTS, device=device)
     loader = DataLoader(dataset, batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate, prefetch_factor=4, persistent_workers=True)
+    checks = {}
+    if dist.rank == 0 and "segmentation" in nets and not args.data:
+        if args.check_every > 0:
+            checks["val"] = SegmentationCheck("val", args.check_scans, args.workers)
+        if args.final_check_scans > 0:
+            checks["test"] = SegmentationCheck("test", args.final_check_scans, args.workers)
+    dist.agree(False)  # the other ranks wait for the held-out scans before their clocks start
+    check_log = None
+    if checks:
+        check_log = open(os.path.join(args.out_dir, "check.csv"), "a")
+        if check_log.tell() == 0:
+            check_log.write("step,trained_s,split,scans,miou,person_iou,fod_iou\n")
+
+    def run_check(split: str) -> None:
+        """Rank 0 scores the network while the other ranks wait; the time is taken off the clock."""
+        nonlocal start
+        t = time.time()
+        if split in checks:
+            r = checks[split](nets["segmentation"], device)
+            check_log.write(f"{step},{t - start:.1f},{split},{len(checks[split].scans)},{r['miou']:.2f},"
+                            f"{r['iou']['person']:.2f},{r['iou']['fod']:.2f}\n")
+            check_log.flush()
+            dist.log(f"step {step:5d}  {split} mIoU {r['miou']:.2f}  person {r['iou']['person']:.2f}")
+        dist.agree(False)  # a barrier: every rank resumes together
+        start += time.time() - t
+
     budget_s = args.minutes * 60.0
     chunk_s = args.chunk_minutes * 60.0 if args.chunk_minutes > 0 else float("inf")
     start = time.time() - trained_s
@@ -297,8 +361,18 @@ def main() -> None:
             curve.flush()
             data_wait = compute = 0.0
             scans, window_start = 0, time.time()
+        if args.check_every > 0 and step % args.check_every < args.reuse:
+            paused = time.time()
+            run_check("val")
+            window_start += time.time() - paused
+    if finished and args.check_every > 0 and step % args.check_every >= args.reuse:
+        run_check("val")
+    if finished:
+        run_check("test")
     if curve is not None:
         curve.close()
+    if check_log is not None:
+        check_log.close()
     dist.log(f"rank timing: {dist.rank_report(total_wait, total_compute)}")
     trained_s = time.time() - start
     if dist.rank == 0:
