@@ -60,7 +60,8 @@ def read_run(path: str, targets: List[float]) -> Dict[str, object]:
     timing = re.search(r"rank timing: (.*)", log).group(1)
     steps = int(curve[-1]["step"])
     start = next(r for r in curve if int(r["step"]) >= 500)
-    steady = (steps - int(start["step"])) * per_rank * gpus / (float(curve[-1]["elapsed_s"]) - float(start["elapsed_s"]))
+    span_s = float(curve[-1]["elapsed_s"]) - float(start["elapsed_s"])
+    steady = (steps - int(start["step"])) * per_rank * gpus / span_s
     out: Dict[str, object] = {
         "name": os.path.basename(path.rstrip("/")), "gpus": gpus, "seed": seed, "batch_per_rank": per_rank,
         "global_batch": per_rank * gpus, "steps": steps, "wall_s": float(val[-1]["trained_s"]) if val else None,

@@ -62,3 +62,25 @@ def test_two_gloo_ranks_match_one_process(tmp_path, monkeypatch):
         assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
         # tolerance: the all-reduce sums the two half-batch gradients in another order
         assert torch.allclose(r0[k], v, atol=1e-6), f"{k} differs from one process with the global batch"
+
+
+def test_training_entry_point_on_two_ranks_scores_held_out_scans(tmp_path):
+    """torchrun with two gloo ranks: the training entry point trains, rank 0 scores validation
+    scans during the run and test scans at the end, off the training clock."""
+    import csv
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "airside_perception.training.train", "--tasks", "segmentation", "--steps", "4",
+           "--batch", "1", "--workers", "1", "--check-every", "2", "--check-scans", "2",
+           "--final-check-scans", "2", "--no-export", "--out-dir", str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "check.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["step"], r["split"]) for r in rows] == [("2", "val"), ("4", "val"), ("4", "test")]
+    assert all(0.0 <= float(r["miou"]) <= 100.0 for r in rows)
+    assert "rank 1: data wait" in done.stdout
+    assert (tmp_path / "segmentation.pt").is_file()
