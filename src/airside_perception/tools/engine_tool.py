@@ -84,6 +84,15 @@ def _parser() -> cli.Parser:
     p.add_argument("--calibration-z-offset-m", type=float, default=0.0,
                    help="shift of the calibration clouds (reproduces clouds in another frame: a bad set)")
 
+    p = sub.add_parser("fold", help="exact rewrite of the segmentation point head: its first layer on the grid "
+                                    "(same outputs, less work per point), as a new version")
+    common(p)
+    p.add_argument("--out-version", required=True)
+    p.add_argument("--max-grid-cells", type=cli.positive_int, default=32768,
+                   help="fold a gathered grid only up to this many cells (default: the 128 x 128 context map, "
+                        "not the 256 x 256 input grid, whose folding measured slower)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest output difference allowed")
+
     p = sub.add_parser("compress", help="a compression recipe end to end: prune -> distill -> 2:4 -> QAT -> export")
     common(p, version=False)
     p.add_argument("--recipe", required=True, help="config/compression/<task>.yaml")
@@ -146,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
-                "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "sign": _sign,
+                "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "fold": _fold, "sign": _sign,
                 "audit": _audit}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
@@ -256,6 +265,46 @@ def _quantize(args) -> int:
                    "z_offset_m": args.calibration_z_offset_m}, fh, indent=2)
     print(f"{new.directory}: INT8 Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
     print(f"next: engine_tool validate --task {args.task} --baseline {args.version} --candidate {args.out_version}")
+    return 0
+
+
+def _fold(args) -> int:
+    import onnx
+
+    from airside_perception.engines import golden
+    from airside_perception.engines.package import package_version
+    from airside_perception.ops.bev import encode
+    from airside_perception.pipelines.tasks import bev_spec_of
+    from airside_perception.tools.graph_fold import fold_point_head, max_difference
+
+    if args.task != "segmentation":
+        cli.fail(PROG, f"fold rewrites a per-point head: only segmentation has one, not {args.task}")
+    manifest = store.load_version(args.engines_dir, args.task, args.version)
+    model, reports = fold_point_head(onnx.load(manifest.model_path), args.max_grid_cells)
+    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.folded.onnx")
+    onnx.save(model, out)
+    spec = bev_spec_of(manifest)
+    worst = 0.0
+    try:
+        for cloud in golden.load_golden(manifest):
+            enc = encode(cloud, spec)
+            feeds = {"bev": enc.bev, "point_cells": enc.point_cells, "point_features": enc.point_features}
+            worst = max(worst, max_difference(manifest.model_path, out, feeds))
+        if worst > args.tolerance:
+            raise AirsideError(f"the folded graph differs from {args.version} by {worst:.3g} on the golden clouds "
+                               f"(tolerance {args.tolerance}): not written")
+        new = package_version(out, args.task, args.out_version, args.engines_dir, precision=manifest.precision)
+    finally:
+        os.remove(out)
+    with open(os.path.join(new.directory, "fold.json"), "w") as fh:
+        json.dump({"source_version": args.version, "max_grid_cells": args.max_grid_cells,
+                   "max_output_difference": worst, "folded": [r.describe() for r in reports]}, fh, indent=2)
+    for r in reports:
+        print(r.describe())
+    print(f"{new.directory}: same outputs as {args.version} within {worst:.2g} on its golden clouds")
+    print(f"next: python -m airside_perception.tools.evaluate --task {args.task} --version {args.out_version} "
+          f"--write-manifest; engine_tool calibrate-monitor ...; engine_tool validate --task {args.task} "
+          f"--baseline {args.version} --candidate {args.out_version}")
     return 0
 
 
