@@ -146,7 +146,7 @@ class SwapController:
         try:
             clouds = golden.load_golden(serving.manifest)
             report = validate_candidate(candidate, serving, clouds, self.budget.stage(task),
-                                        self.params.max_latency_factor, self.host.wait_between_frames)
+                                        self.params.max_latency_factor, self.host.wait_for_gap)
         except AirsideError as exc:
             candidate.close()
             self._set(task, SERVING, f"swap to {manifest.version} refused: {exc}")

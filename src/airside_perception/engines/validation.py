@@ -70,24 +70,36 @@ def validate_candidate(candidate: TaskEngine, serving: TaskEngine, clouds: Seque
                        budget_ms: float, max_latency_factor: float,
                        between_frames: Optional[Callable[[], None]] = None) -> ValidationReport:
     """Runs ``candidate`` and ``serving`` on ``clouds``; never raises for a bad candidate.
-    ``between_frames`` blocks until the host is between two frames (timed runs go there)."""
+    ``between_frames`` blocks until the host is between two frames: every run, warm-up and
+    agreement runs included, goes into such a gap, one at a time, each followed by a pause as
+    long as itself, so the serving frames keep the cores."""
     wait = between_frames or (lambda: None)
+
+    def gently(fn, *args):
+        """One run in a gap between the host's frames, then as long again left to the frames."""
+        wait()
+        start = time.perf_counter()
+        out = fn(*args)
+        elapsed = time.perf_counter() - start
+        time.sleep(elapsed * YIELD_FRACTION)
+        return out, elapsed * 1e3
+
     task = candidate.task
     inputs: List[BevInput] = [encode(c, serving.bev_spec) for c in clouds]
     try:
         for _ in range(WARMUP_RUNS):
             for x in inputs:
-                candidate.run(x)
-        candidate_out = [candidate.run(x) for x in inputs]
+                gently(candidate.run, x)
+        candidate_out = [gently(candidate.run, x)[0] for x in inputs]
+        candidate_raw = gently(candidate.backend.infer, candidate.feeds(inputs[0]))[0]
     except InferenceError as exc:
         return ValidationReport(False, f"candidate failed on the golden inputs: {exc}", 0.0, float("nan"))
-    serving_raw = serving.backend.infer(serving.feeds(inputs[0]))
-    candidate_raw = candidate.backend.infer(candidate.feeds(inputs[0]))
+    serving_raw = gently(serving.backend.infer, serving.feeds(inputs[0]))[0]
     for name, value in serving_raw.items():
         if candidate_raw[name].shape != value.shape:
             return ValidationReport(False, f"output '{name}' has shape {list(candidate_raw[name].shape)}, the "
                                     f"serving engine's is {list(value.shape)}", 0.0, float("nan"))
-    serving_out = [serving.run(x) for x in inputs]
+    serving_out = [gently(serving.run, x)[0] for x in inputs]
     agreement = min(_agreement(task, c, s) for c, s in zip(candidate_out, serving_out))
     key = TOLERANCE_KEYS[task]
     needed = float(candidate.manifest.validation.get(key, 0.0))
@@ -97,12 +109,7 @@ def validate_candidate(candidate: TaskEngine, serving: TaskEngine, clouds: Seque
         for x in inputs:
             pair = ((candidate, times), (serving, serving_times))
             for engine, out in (pair if k % 2 == 0 else pair[::-1]):
-                wait()
-                start = time.perf_counter()
-                engine.run(x)
-                elapsed = time.perf_counter() - start
-                out.append(elapsed * 1e3)
-                time.sleep(elapsed * YIELD_FRACTION)  # leave the cores to the serving frames
+                out.append(gently(engine.run, x)[1])
     p50, p99 = Percentiles.of(times).p50, Percentiles.of(times).p99
     serving_p50 = Percentiles.of(serving_times).p50
     ratio = float(np.median(np.array(times) / np.maximum(np.array(serving_times), 1e-6)))

@@ -81,11 +81,25 @@ class PerceptionHost:
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="task")
         self._idle = threading.Event()  # set between frames
         self._idle.set()
+        self._frame_end = threading.Condition()
+        self._frames_done = 0
+        self._last_frame_end = float("-inf")  # time.monotonic()
 
     def wait_between_frames(self, timeout_s: float = 0.25) -> None:
         """Blocks until no frame is being processed (at most ``timeout_s``): background work such
         as a swap candidate's validation runs in the gaps between frames."""
         self._idle.wait(timeout_s)
+
+    def wait_for_gap(self, timeout_s: float = 0.25, idle_after_s: float = 0.5) -> None:
+        """Blocks until a frame has just finished, the start of the longest gap before the next
+        cloud (at most ``timeout_s``); returns at once when no frame has finished for
+        ``idle_after_s`` and none is running (no clouds coming: nothing to make room for).
+        Background work that takes the cores, one piece per gap, goes there."""
+        with self._frame_end:
+            if self._idle.is_set() and time.monotonic() - self._last_frame_end > idle_after_s:
+                return
+            seen = self._frames_done
+            self._frame_end.wait_for(lambda: self._frames_done != seen, timeout_s)
 
     @property
     def tasks(self):
@@ -98,6 +112,10 @@ class PerceptionHost:
             return self._process(points)
         finally:
             self._idle.set()
+            with self._frame_end:
+                self._frames_done += 1
+                self._last_frame_end = time.monotonic()
+                self._frame_end.notify_all()
 
     def _process(self, points: np.ndarray) -> FrameResult:
         start = time.perf_counter()

@@ -323,3 +323,55 @@ def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, 
     assert serving.rolled == ["detection"] and host.engine("detection").version == "1.0.0"
     assert "slower than the engine it replaced" in ctl.status()[0].message
     host.close()
+
+
+def test_validation_runs_start_in_the_gaps_between_frames(root, tmp_path, monkeypatch):
+    """Every run of a swap's validation (warm-up, agreement, timed) starts after a frame has
+    finished and before the next one starts, one per gap."""
+    import threading
+    import time
+
+    from airside_perception.pipelines.tasks import TaskEngine
+
+    ctl, host, _ = _controller(root, tmp_path)
+    frames, runs = [], []
+    process = host.process
+
+    def timed_process(points):
+        start = time.monotonic()
+        try:
+            return process(points)
+        finally:
+            frames.append((start, time.monotonic()))
+
+    monkeypatch.setattr(host, "process", timed_process)
+    run = TaskEngine.run
+
+    def logged_run(self, x):
+        if not threading.current_thread().name.startswith("task"):  # not a frame's own run
+            runs.append(time.monotonic())
+        return run(self, x)
+
+    monkeypatch.setattr(TaskEngine, "run", logged_run)
+    serving = Serving(host).start(ctl)
+    try:
+        time.sleep(0.5)
+        out = ctl.swap("detection", os.path.join(root, "detection", "1.1.0"))
+    finally:
+        serving.stop()
+    assert out.success, out.message
+    assert len(runs) >= 20
+    inside = [t for t in runs if any(a <= t <= b for a, b in frames)]
+    assert not inside, f"{len(inside)} of {len(runs)} validation runs started during a frame"
+    gaps = {max((b for _, b in frames if b <= t), default=None) for t in runs}
+    assert len(gaps) == len(runs), "two validation runs shared one gap between frames"
+
+
+def test_waiting_for_a_gap_returns_at_once_when_no_clouds_come(root, tmp_path):
+    import time
+
+    _, host, _ = _controller(root, tmp_path)
+    start = time.monotonic()
+    for _ in range(20):
+        host.wait_for_gap(timeout_s=1.0)
+    assert time.monotonic() - start < 0.5
