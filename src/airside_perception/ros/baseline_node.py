@@ -86,7 +86,7 @@ class BaselineNode:
 
 
 def main() -> None:
+    memory.keep_frame_buffers()  # before any thread starts
     rospy.init_node(NODE)
-    memory.keep_frame_buffers()
     BaselineNode()
     rospy.spin()

@@ -306,8 +306,8 @@ def _budget_message(p, budget_ms: float) -> str:
 
 
 def main(argv: Optional[list] = None) -> None:
+    memory.keep_frame_buffers()  # before any thread starts and the engines allocate anything
     rospy.init_node(NODE)
-    memory.keep_frame_buffers()  # before the engines allocate anything
     InferenceHostNode()
     rospy.spin()
 

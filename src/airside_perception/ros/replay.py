@@ -75,6 +75,6 @@ class CloudReplayNode:
 
 
 def main() -> None:
+    memory.keep_frame_buffers()  # before any thread starts
     rospy.init_node(NODE)
-    memory.keep_frame_buffers()
     CloudReplayNode().run()

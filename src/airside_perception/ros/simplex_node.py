@@ -303,7 +303,7 @@ class SimplexNode:
 
 
 def main() -> None:
+    memory.keep_frame_buffers()  # before any thread starts
     rospy.init_node(NODE)
-    memory.keep_frame_buffers()
     SimplexNode()
     rospy.spin()
