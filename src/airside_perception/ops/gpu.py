@@ -42,9 +42,10 @@ def decode_occupancy(logits, bev_half_extent_m: float, resolution_m: float, out_
 
 
 class PreprocessingDevice:
-    """Where the shared encoding runs: ``cpu`` (NumPy) or ``gpu`` (CuPy, results copied back to
-    host arrays for the engines' host-side feeds). ``gpu`` falls back to the CPU where CuPy or
-    a CUDA device is missing or fails; ``fallback_reason`` then says why."""
+    """Where the shared encoding runs: ``cpu`` (NumPy) or ``gpu`` (the fused kernels of
+    :mod:`gpu_encode`, results copied back to host arrays for the engines' host-side feeds).
+    ``gpu`` falls back to the CPU where CuPy or a CUDA device is missing or fails;
+    ``fallback_reason`` then says why."""
 
     def __init__(self, requested: str):
         if requested not in ("cpu", "gpu"):
@@ -52,6 +53,7 @@ class PreprocessingDevice:
         self.requested = requested
         self.fallback_reason = ""
         self.device = "cpu"
+        self._encoders = {}  # BevSpec -> gpu_encode.FusedEncoder
         if requested == "gpu":
             try:
                 cupy = _cp()
@@ -66,7 +68,12 @@ class PreprocessingDevice:
             return bev.encode(points, spec)
         try:
             cupy = _cp()
-            d = bev.encode(cupy.asarray(points), spec, xp=cupy)
+            encoder = self._encoders.get(spec)
+            if encoder is None:
+                from airside_perception.ops.gpu_encode import FusedEncoder
+
+                encoder = self._encoders[spec] = FusedEncoder(spec)
+            d = encoder.encode(cupy.asarray(points))
             return bev.BevInput(cupy.asnumpy(d.bev), cupy.asnumpy(d.kept), cupy.asnumpy(d.point_cells),
                                 cupy.asnumpy(d.point_features), d.n_input, int(d.overflow_points),
                                 int(d.overflow_pillars))
