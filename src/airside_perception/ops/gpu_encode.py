@@ -9,8 +9,9 @@ already is (a CuPy array on the device), without a host round trip for the data:
    (float64, as NumPy's ``bincount`` sums them); counters of occupied pillars and kept points.
 2. ``pillar_above`` (per point): points more than 0.2 m above their pillar's floor.
 3. ``bev_raster`` (per cell): the eight BEV channels of every occupied pillar.
-4. a scan of the kept flags (CuPy's ``cumsum``), then ``point_features`` (per point):
-   ``kept``, ``point_cells`` and the five point features at each kept point's slot, in input order.
+4. ``point_features`` (per point): each kept point's slot in input order (the kept counts of the
+   blocks before, counted by ``pillar_above``, then warp ballots), and there ``kept``,
+   ``point_cells`` and the five point features.
 
 One read-back of two integers after the last kernel (kept points, occupied pillars) sizes the
 outputs. Clouds with
@@ -79,11 +80,11 @@ extern "C" __global__ void pillar_stats(const float* __restrict__ pts, const lon
 
 extern "C" __global__ void pillar_above(const float* __restrict__ pts, const long long n,
         const int* __restrict__ cell_of, const float* __restrict__ zmin, int* __restrict__ above,
-        int* __restrict__ kept_flag) {
+        int* __restrict__ block_counts) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const int cell = cell_of[i];
-    kept_flag[i] = cell >= 0 ? 1 : 0;
+    const int cell = i < n ? cell_of[i] : -1;
+    const int kept_here = __syncthreads_count(cell >= 0);  // every thread of the block takes part
+    if (threadIdx.x == 0) block_counts[blockIdx.x] = kept_here;
     if (cell < 0) return;
     if (__fsub_rn(pts[4 * i + 2], zmin[cell]) > 0.2f) atomicAdd(&above[cell], 1);
 }
@@ -114,14 +115,34 @@ extern "C" __global__ void bev_raster(const int cells, const int* __restrict__ c
 }
 
 extern "C" __global__ void point_features(const float* __restrict__ pts, const long long n,
-        const int* __restrict__ cell_of, const long long* __restrict__ inclusive, const float* __restrict__ zmin,
+        const int* __restrict__ cell_of, const int* __restrict__ block_counts, const float* __restrict__ zmin,
         const float* __restrict__ zmean32, const float inv_scale, long long* __restrict__ kept,
         long long* __restrict__ cells_out, float* __restrict__ feats) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const int cell = cell_of[i];
+    // Each kept point's slot, input order kept: the kept points of the blocks before this one
+    // (their counts, summed by the block), then of the warps before, then of the lanes before.
+    __shared__ long long partial_sums[32];
+    __shared__ int warp_counts[32];
+    __shared__ long long block_base;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    long long partial = 0;
+    for (int b = threadIdx.x; b < blockIdx.x; b += blockDim.x) partial += block_counts[b];
+    for (int off = 16; off > 0; off >>= 1) partial += __shfl_down_sync(0xffffffffu, partial, off);
+    if (lane == 0) partial_sums[warp] = partial;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int cell = i < n ? cell_of[i] : -1;
+    const unsigned ballot = __ballot_sync(0xffffffffu, cell >= 0);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        long long t = 0;
+        for (int w = 0; w < warps; ++w) t += partial_sums[w];
+        block_base = t;
+    }
+    __syncthreads();
     if (cell < 0) return;
-    const long long k = inclusive[i] - 1;  // scan of the kept flags: input order kept
+    int warp_base = 0;
+    for (int w = 0; w < warp; ++w) warp_base += warp_counts[w];
+    const long long k = block_base + warp_base + __popc(ballot & ((1u << lane) - 1u));
     const float x = pts[4 * i], y = pts[4 * i + 1], z = pts[4 * i + 2], it = pts[4 * i + 3];
     kept[k] = i;
     cells_out[k] = cell;
@@ -168,7 +189,7 @@ class FusedEncoder:
         cp = self.cp
         cap = max(n, 1 << 17)
         self.cell_of = cp.empty(cap, cp.int32)
-        self.flag = cp.empty(cap, cp.int32)
+        self.block_counts = cp.empty((cap + BLOCK - 1) // BLOCK, cp.int32)
         self._capacity = cap
 
     def encode(self, points) -> bev.BevInput:
@@ -189,16 +210,15 @@ class FusedEncoder:
         self._stats(grid, (BLOCK,), (points, cp.int64(n), f32(spec.half_extent_m), f32(spec.resolution_m),
                                      f32(spec.z_min_m), f32(spec.z_max_m), cp.int32(s), self.cell_of, self.count,
                                      self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.totals))
-        self._above(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.zmin, self.above, self.flag))
+        self._above(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.zmin, self.above, self.block_counts))
         out = cp.empty((bev.N_BEV_FEATURES, cells), cp.float32)
         self._raster(cell_grid, (BLOCK,),
                      (cp.int32(cells), self.count, self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.above,
                       f32(spec.intensity_max), out, self.zmean32))
-        inclusive = cp.cumsum(self.flag[:n], dtype=cp.int64)
         kept = cp.empty(n, cp.int64)  # sized for every point: no read-back between the kernels
         cells_out = cp.empty(n, cp.int64)
         feats = cp.empty((n, bev.N_POINT_FEATURES), cp.float32)
-        self._feats(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, inclusive, self.zmin, self.zmean32,
+        self._feats(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.block_counts, self.zmin, self.zmean32,
                                      f32(spec.intensity_max), kept, cells_out, feats))
         pillars, k = (int(v) for v in self.totals.get())  # the one read-back, at the end: output sizes
         if pillars > spec.max_pillars:  # the nearest-pillar cap: the general algorithm
