@@ -18,6 +18,10 @@ seeds, rank 0 writing the checkpoint and the curve (``--batch`` is per rank)::
 
     torchrun --nproc_per_node 2 -m airside_perception.training.train --arch teacher --steps 3000 \
         --batch 4 --out-dir /tmp/teachers
+
+``--check-every N`` scores the segmentation network on held-out validation scans every N steps
+and ``--final-check-scans M`` on M test scans at the end (rank 0; ``check.csv``; the time the
+checks take is off the training clock, so time-to-accuracy figures compare across GPU counts).
 """
 
 from __future__ import annotations
