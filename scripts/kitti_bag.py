@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""A bag of real LiDAR scans for the graph benchmark: KITTI HDL-64E scans (.bin), in base_link.
+"""A bag of real LiDAR scans for the graph benchmark: KITTI HDL-64E scans, in base_link.
 
-    python scripts/kitti_bag.py --kitti DIR --out bench_results/kitti.bag     (in the ROS environment)
+    python scripts/kitti_bag.py --kitti DIR --out bench_results/kitti.bag    # DIR/velodyne/*.bin; ROS environment
     roslaunch airside_perception bench.launch bag:=$PWD/bench_results/kitti.bag out:=bench_results/graph_kitti.txt
 
 Each scan goes to ``/airside_av/lidar/aggregated`` (frame base_link: the sensor 1.73 m above the
@@ -9,35 +9,25 @@ ground, intensity 0..1 scaled to 0..255), 0.1 s apart; ``cloud_replay`` loops th
 """
 
 import argparse
-import glob
-import os
 
-import numpy as np
 import rosbag
 import rospy
 
 from airside_perception.ros import convert
 from airside_perception.ros.bag_writer import CLOUD_TOPIC, FRAME_ID, START_STAMP_S
-
-SENSOR_HEIGHT_M = 1.73
+from airside_perception.tools.semantickitti import kitti_clouds
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kitti", required=True, help="directory of KITTI velodyne .bin scans")
+    ap.add_argument("--kitti", required=True, help="a KITTI recording: the directory holding velodyne/*.bin")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    files = sorted(glob.glob(os.path.join(args.kitti, "*.bin")))
-    if not files:
-        raise SystemExit(f"no .bin scans in {args.kitti}")
     with rosbag.Bag(args.out, "w") as bag:
-        for k, f in enumerate(files):
-            points = np.fromfile(f, np.float32).reshape(-1, 4).copy()
-            points[:, 2] += SENSOR_HEIGHT_M
-            points[:, 3] *= 255.0
+        for k, scan in enumerate(kitti_clouds(args.kitti)):
             stamp = rospy.Time.from_sec(START_STAMP_S + 0.1 * k)
-            bag.write(CLOUD_TOPIC, convert.xyzi_msg(points, convert.header_of(stamp, FRAME_ID, seq=k)), stamp)
-            print(f"{os.path.basename(f)}: {len(points)} points")
+            bag.write(CLOUD_TOPIC, convert.xyzi_msg(scan.points, convert.header_of(stamp, FRAME_ID, seq=k)), stamp)
+            print(f"{scan.name}: {len(scan.points)} points")
     print(f"wrote {args.out}")
     return 0
 

@@ -22,9 +22,12 @@ import yaml
 
 from airside_perception import classes
 from airside_perception.errors import ConfigError
-from airside_perception.frames import IntensityScale, transform_points
+from airside_perception.frames import IntensityScale, parse_sensor_pose, transform_points
 
 DATA_PREFIX = "semantickitti:"
+#: The HDL-64E of the KITTI car: 1.73 m above the road, intensity 0..1.
+KITTI_SENSOR_POSE = "0 0 1.73 0 0 0"
+KITTI_INTENSITY_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,13 @@ def read_scans(root: str, class_map: Optional[ClassMap], sensor_pose: np.ndarray
         transform_points(points, sensor_pose)
         scale.apply(points)
         yield LabelledScan(os.path.basename(scan), points, labels)
+
+
+def kitti_clouds(root: str) -> List[LabelledScan]:
+    """Every scan of a KITTI recording (``root``/velodyne/*.bin) in base_link with the engines'
+    intensity, labels not read: the real scans the benchmarks and GPU checks use."""
+    return list(read_scans(root, None, parse_sensor_pose(KITTI_SENSOR_POSE), IntensityScale(KITTI_INTENSITY_MAX),
+                           need_labels=False))
 
 
 def class_counts(scans: Iterator[LabelledScan]) -> Dict[str, int]:

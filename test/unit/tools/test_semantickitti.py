@@ -111,3 +111,14 @@ def test_bad_requests_get_one_line_and_exit_code_2(tmp_path, capsys, args, messa
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_kitti_clouds_come_back_in_base_link_with_engine_intensity(tmp_path):
+    root = _write_kitti(str(tmp_path / "kitti"))
+    for name in os.listdir(os.path.join(root, "labels")):  # a bare recording: scans only
+        os.remove(os.path.join(root, "labels", name))
+    clouds = semantickitti.kitti_clouds(root)
+    assert [c.name for c in clouds] == ["000000.bin", "000001.bin"]
+    original = make_scan(110000).points
+    np.testing.assert_allclose(clouds[0].points, original, rtol=1e-5, atol=1e-4)
+    assert (clouds[0].labels == classes.UNLABELLED).all()
