@@ -3,10 +3,11 @@
     PYTHONPATH=src python3 scripts/check_gpu_ops.py [--out DIR] [--kitti DIR]
 
 Also the fused encoding kernels (``ops.gpu_encode``): equality with NumPy on the same clouds plus
-real-size ones (the KITTI HDL-64E scans of ``--kitti``, subsampled to 30k and merged to 250k,
-and 300k random points), and their time on a 124k-point cloud already on the GPU (CUDA events,
-median / P99 of 500 runs) with the host-to-device copy from pinned memory timed apart; into
-``gpu_path.json``.
+real-size ones (the KITTI HDL-64E scans of ``--kitti``, a directory holding velodyne/*.bin,
+subsampled to 30k and merged to 250k, and 300k random points), and their time on a real-size
+cloud already on the GPU (CUDA events, median / P99 of 500 runs) with the host-to-device copy
+from pinned memory timed apart; into the ``encode`` section of ``gpu_path.json`` (its ``cycle``,
+written by ``gpu_cycle.py``, is kept).
 
 Fresh inputs every trial (simulated scans of several densities, with NaN rows and random
 clouds), outputs poisoned before each GPU run; integer outputs must be equal, float outputs
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from airside_perception.ops import bev, detection, gpu, occupancy, segmentation  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
+from airside_perception.tools.semantickitti import kitti_clouds  # noqa: E402
 
 
 def close(a, b, rtol=1e-5, atol=1e-5):
@@ -40,15 +42,8 @@ def clouds(rng):
     yield "empty", np.zeros((0, 4), np.float32)
 
 
-def kitti_clouds(directory, rng):
-    import glob
-
-    scans = []
-    for f in sorted(glob.glob(os.path.join(directory or "", "*.bin"))):
-        p = np.fromfile(f, np.float32).reshape(-1, 4).copy()
-        p[:, 2] += 1.73  # sensor 1.73 m above the ground: base_link
-        p[:, 3] *= 255.0
-        scans.append((os.path.basename(f), p))
+def real_clouds(root, rng):
+    scans = [(s.name, s.points) for s in kitti_clouds(root)] if root else []
     out = [(f"KITTI {name} {len(p)}", p) for name, p in scans]
     if scans:
         first = scans[0][1]
@@ -59,13 +54,26 @@ def kitti_clouds(directory, rng):
     return out
 
 
+def event_times(cp, stream, fn, runs):
+    """Milliseconds of ``fn`` on ``stream`` between two CUDA events, ``runs`` times."""
+    out = []
+    for _ in range(runs):
+        a, b = cp.cuda.Event(), cp.cuda.Event()
+        a.record(stream)
+        fn()
+        b.record(stream)
+        b.synchronize()
+        out.append(cp.cuda.get_elapsed_time(a, b))
+    return out
+
+
 def check_fused(cp, rng, kitti_dir, rows, failures):
     from airside_perception.ops.gpu_encode import FusedEncoder
 
     spec = bev.BevSpec()
     enc = FusedEncoder(spec)
     worst = 0.0
-    cases = list(clouds(rng)) + kitti_clouds(kitti_dir, rng)
+    cases = list(clouds(rng)) + real_clouds(kitti_dir, rng)
     for name, pts in cases:
         ref = bev.encode(pts, spec)
         g = enc.encode(cp.asarray(pts))
@@ -93,35 +101,14 @@ def check_fused(cp, rng, kitti_dir, rows, failures):
         big = make_scan(110001, "dense").points
     d = cp.asarray(big)
     stream = cp.cuda.Stream(non_blocking=True)
-    times, copies = [], []
     pinned = cp.cuda.alloc_pinned_memory(big.nbytes)
     host = np.frombuffer(pinned, np.float32, big.size).reshape(big.shape)
     host[...] = big
     with stream:
-        for _ in range(20):
-            enc.encode(d)
-        for _ in range(500):
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record(stream)
-            enc.encode(d)
-            b.record(stream)
-            b.synchronize()
-            times.append(cp.cuda.get_elapsed_time(a, b))
-        for _ in range(100):
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record(stream)
-            d.set(host, stream=stream)
-            b.record(stream)
-            b.synchronize()
-            copies.append(cp.cuda.get_elapsed_time(a, b))
-    t_cupy = []
-    for _ in range(100):
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        gpu.encode(d, spec)
-        b.record()
-        b.synchronize()
-        t_cupy.append(cp.cuda.get_elapsed_time(a, b))
+        event_times(cp, stream, lambda: enc.encode(d), 20)  # warm-up
+        times = event_times(cp, stream, lambda: enc.encode(d), 500)
+        copies = event_times(cp, stream, lambda: d.set(host, stream=stream), 100)
+    t_cupy = event_times(cp, cp.cuda.get_current_stream(), lambda: gpu.encode(d, spec), 100)
     return {"points": int(len(big)), "median_ms": round(float(np.median(times)), 4),
             "p99_ms": round(float(np.percentile(times, 99)), 4), "max_ms": round(float(np.max(times)), 4),
             "host_to_device_ms": {"median": round(float(np.median(copies)), 4),
@@ -135,7 +122,7 @@ def main():
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=".")
-    parser.add_argument("--kitti", default="", help="directory of KITTI .bin scans")
+    parser.add_argument("--kitti", default="", help="a KITTI recording: the directory holding velodyne/*.bin")
     args = parser.parse_args()
     rng = np.random.default_rng(int(time.time()))
     rows, failures = [], []
@@ -183,7 +170,8 @@ def main():
     lines = [f"{'operation':18s} {'input':28s} {'equal':6s} {'NumPy ms':>9s} {'CuPy ms':>8s}"]
     for op, name, ok, cpu_ms, gpu_ms in rows:
         lines.append(f"{op:18s} {name:28s} {str(ok):6s} {cpu_ms:9.2f} {gpu_ms:8.2f}")
-    lines.append(f"device: {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy {cp.__version__}")
+    device = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    lines.append(f"device: {device}, CuPy {cp.__version__}")
     lines.append(f"fused encode, {fused['points']} points on the device: median {fused['median_ms']} ms, "
                  f"P99 {fused['p99_ms']} ms (CuPy translation {fused['cupy_translation_median_ms']} ms); "
                  f"copy from pinned host memory {fused['host_to_device_ms']['median']} ms")
@@ -194,11 +182,11 @@ def main():
         fh.write(text + "\n")
     with open(os.path.join(args.out, "gpu_ops_check.json"), "w") as fh:
         json.dump([dict(zip(("op", "input", "equal", "numpy_ms", "cupy_ms"), r)) for r in rows], fh, indent=1)
-    name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    with open(os.path.join(args.out, "gpu_path.json"), "w") as fh:
-        json.dump({"device": name, "encode": fused, "cycle": None,
-                   "note": "encode only: the decode kernels and the whole cycle on three streams are not built yet"},
-                  fh, indent=1)
+    path = os.path.join(args.out, "gpu_path.json")
+    result = json.load(open(path)) if os.path.isfile(path) else {"cycle": None}
+    result.update(device=device, encode=fused)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
     return 1 if failures else 0
 
 
