@@ -197,7 +197,6 @@ class Compressor:
         """Step (or "ptq") -> version directory name, for the finished steps."""
         return planned_versions(list(self.state["done"]), self.version)
 
-
     def export(self, budget_ms: float, overwrite: bool = False) -> Dict[str, object]:
         """Exports every finished step, gates it against the base version, writes the report."""
         from airside_perception.engines import store

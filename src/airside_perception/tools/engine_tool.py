@@ -284,12 +284,10 @@ def _fold(args) -> int:
     out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.folded.onnx")
     onnx.save(model, out)
     spec = bev_spec_of(manifest)
-    worst = 0.0
     try:
-        for cloud in golden.load_golden(manifest):
-            enc = encode(cloud, spec)
-            feeds = {"bev": enc.bev, "point_cells": enc.point_cells, "point_features": enc.point_features}
-            worst = max(worst, max_difference(manifest.model_path, out, feeds))
+        feeds = [{"bev": e.bev, "point_cells": e.point_cells, "point_features": e.point_features}
+                 for e in (encode(cloud, spec) for cloud in golden.load_golden(manifest))]
+        worst = max_difference(manifest.model_path, out, feeds)
         if worst > args.tolerance:
             raise AirsideError(f"the folded graph differs from {args.version} by {worst:.3g} on the golden clouds "
                                f"(tolerance {args.tolerance}): not written")

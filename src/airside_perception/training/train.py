@@ -182,7 +182,6 @@ class SegmentationCheck:
         seeds = [int(s) for s in split_seeds(split, scans)]
         with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
             self.scans = pool.map(_held_out_scan, seeds, chunksize=1)
-        self.split = split
 
     @torch.no_grad()
     def __call__(self, net: models.SegmentationNet, device: torch.device) -> Dict[str, object]:

@@ -35,9 +35,9 @@ def test_fold_moves_the_context_part_onto_the_grid_with_the_same_outputs(tmp_pat
     assert list(w.dims) == [48, 13]  # 37 inputs per point before
     assert ops.count("Conv") == sum(1 for n in onnx.load(SEG).graph.node if n.op_type == "Conv") + 1
     feeds = _feeds()
-    assert max_difference(SEG, path, feeds) < 1e-4
+    assert max_difference(SEG, path, [feeds]) < 1e-4
     empty = {k: v[:0] if k != "bev" else v for k, v in feeds.items()}
-    assert max_difference(SEG, path, empty) == 0.0  # no points: an empty result, no error
+    assert max_difference(SEG, path, [empty]) == 0.0  # no points: an empty result, no error
 
 
 def test_folding_every_grid_also_matches(tmp_path):
@@ -45,7 +45,7 @@ def test_folding_every_grid_also_matches(tmp_path):
     assert [c for _, c, _ in report.folded] == [24, 8] and [w for _, w in report.per_point] == [5]
     path = str(tmp_path / "all.onnx")
     onnx.save(folded, path)
-    assert max_difference(SEG, path, _feeds(110007)) < 1e-4
+    assert max_difference(SEG, path, [_feeds(110007)]) < 1e-4
 
 
 def test_a_graph_without_a_point_head_is_refused():
