@@ -9,6 +9,11 @@ cloud already on the GPU (CUDA events, median / P99 of 500 runs) with the host-t
 from pinned memory timed apart; into the ``encode`` section of ``gpu_path.json`` (its ``cycle``,
 written by ``gpu_cycle.py``, is kept).
 
+Also the fused decode kernels (``ops.gpu_decode``) against the NumPy decodes (labels with equal
+maxima, heatmaps with overlapping boxes, plateaus and a saturated one) and their time on one
+frame beside the CuPy translation; and ``TensorRTBackend.infer_device`` on CuPy arrays and
+PyTorch CUDA tensors through a stand-in for TensorRT (which cannot be installed here).
+
 Fresh inputs every trial (simulated scans of several densities, with NaN rows and random
 clouds), outputs poisoned before each GPU run; integer outputs must be equal, float outputs
 equal within 1e-5 relative (accumulation order differs between the devices).
@@ -117,6 +122,209 @@ def check_fused(cp, rng, kitti_dir, rows, failures):
             "largest_difference": worst, "cases": len(cases)}
 
 
+def detection_case(rng, kind):
+    """Heatmap logits and regression of a CenterPoint head: ``blobs`` (objects, overlapping boxes
+    for the NMS, ties), ``noise`` (many weak peaks) or ``saturated`` (a plateau of equal scores,
+    more candidates than the fused path holds)."""
+    heat = rng.normal(-6.0, 1.0, size=(1, 5, 128, 128)).astype(np.float32)
+    reg = rng.normal(0.0, 0.5, size=(1, 8, 128, 128)).astype(np.float32)
+    if kind == "noise":
+        heat = rng.normal(-3.0, 1.5, size=heat.shape).astype(np.float32)
+    elif kind == "saturated":
+        heat[0, 1, 20:120, 10:110] = 40.0  # sigmoid == 1.0 in float32 over 10,000 cells
+    else:
+        yy, xx = np.mgrid[0:128, 0:128]
+        for _ in range(300):
+            c, cy, cx = rng.integers(0, 5), rng.uniform(0, 128), rng.uniform(0, 128)
+            heat[0, c] = np.maximum(heat[0, c], 4.0 - 0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) * rng.uniform(0.2, 2))
+        heat[0, 2, 60:64, 60:64] = 3.0  # a plateau: equal scores, heatmap order decides
+        reg[0, 3:6] += 1.0  # boxes of about 2.7 m on a 0.8 m grid: neighbours overlap
+    return heat, reg
+
+
+def check_fused_decode(cp, rng, rows, failures):
+    """ops.gpu_decode against the NumPy decodes; time of each decode on the last cases."""
+    from airside_perception.ops.gpu_decode import FusedDecoder
+
+    params = detection.DecodeParams(0.3, 200, 0.2, half_extent_m=51.2, cell_m=0.8)
+    dec = FusedDecoder(params, 51.2, 0.4, 40.0, 0.6)
+    for trial in range(3):
+        n_in = int(rng.integers(1000, 200_000))
+        k = int(rng.integers(0, n_in))
+        logits = rng.normal(0, 3, size=(k, 9)).astype(np.float32)
+        logits[: k // 10] = np.round(logits[: k // 10])  # equal maxima: the first wins
+        kept = np.sort(rng.choice(n_in, k, replace=False))
+        ref = segmentation.scatter_labels(kept, *segmentation.softmax_max(logits), n_in)
+        got = dec.segmentation(cp.asarray(logits), cp.asarray(kept), n_in)
+        ok = np.array_equal(cp.asnumpy(got[0]), ref[0]) and close(cp.asnumpy(got[1]), ref[1])
+        rows.append(("fused labels", f"{k} of {n_in} points", ok, float("nan"), float("nan")))
+        occ = rng.normal(0, 3, size=(1, 4, 256, 256)).astype(np.float32)
+        ref_o = occupancy.decode_occupancy(occ, 51.2, 0.4, 40.0, 0.6)
+        got_o = dec.occupancy(cp.asarray(occ))
+        ok_o = (np.array_equal(cp.asnumpy(got_o.cells), ref_o.cells)
+                and close(cp.asnumpy(got_o.probability), ref_o.probability) and got_o.origin_x_m == ref_o.origin_x_m)
+        rows.append(("fused occupancy", f"random trial {trial}", ok_o, float("nan"), float("nan")))
+        failures += [f"fused {n} trial {trial}" for n, good in (("labels", ok), ("occupancy", ok_o)) if not good]
+    for kind in ("blobs", "noise", "saturated", "blobs"):
+        heat, reg = detection_case(rng, kind)
+        ref = detection.decode_centerpoint(heat, reg, params)
+        got = dec.detection(cp.asarray(heat), cp.asarray(reg))
+        ok = (got.boxes.shape == ref.boxes.shape and np.array_equal(got.labels, ref.labels)
+              and close(got.boxes, ref.boxes) and close(got.scores, ref.scores))
+        rows.append(("fused detection", f"{kind}: {len(ref.boxes)} boxes", ok, float("nan"), float("nan")))
+        if not ok:
+            failures.append(f"fused detection {kind}: {len(got.boxes)} boxes vs {len(ref.boxes)}")
+    # time: one frame's three decodes (the last blob case, 110k points), fused vs CuPy translation
+    d_logits, d_kept = cp.asarray(rng.normal(0, 3, size=(110_000, 9)).astype(np.float32)), cp.arange(110_000)
+    d_heat, d_reg, d_occ = cp.asarray(heat), cp.asarray(reg), cp.asarray(occ)
+
+    def fused():
+        dec.segmentation(d_logits, d_kept, 124_000)
+        dec.occupancy(d_occ)
+        dec.detection(d_heat, d_reg)
+
+    def translated():
+        gpu.scatter_labels(d_kept, *gpu.softmax_max(d_logits), 124_000)
+        gpu.decode_occupancy(d_occ, 51.2, 0.4, 40.0, 0.6)
+        detection.decode_centerpoint(d_heat, d_reg, params, xp=cp)
+
+    stream = cp.cuda.get_current_stream()
+    timing = {}
+    for name, fn in (("fused", fused), ("cupy_translation", translated)):
+        event_times(cp, stream, fn, 10)
+        t = event_times(cp, stream, fn, 300)
+        timing[name] = {"median_ms": round(float(np.median(t)), 4), "p99_ms": round(float(np.percentile(t, 99)), 4)}
+    return {"frame": "110k labelled of 124k points, 5 x 128 x 128 heatmap (blobs), 4 x 256 x 256 occupancy",
+            "boxes": int(len(ref.boxes)), **timing}
+
+
+class _StandInTensorRT:
+    """The subset of the TensorRT Python API that TensorRTBackend calls, over a PyTorch network:
+    ``execute_async_v3`` reads the inputs at the addresses bound with ``set_tensor_address``
+    and writes the outputs to theirs, so a wrong or copied address gives wrong outputs."""
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    def __init__(self, cp, torch, net, inputs, outputs):
+        self.cp, self.torch, self.net, self.inputs, self.outputs = cp, torch, net, inputs, outputs
+        self.bound = {}
+        stand_in = self
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, blob):
+                return stand_in
+
+        self.Runtime = Runtime
+
+    @staticmethod
+    def nptype(dtype):
+        return dtype
+
+    # ICudaEngine
+    @property
+    def num_io_tensors(self):
+        return len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, i):
+        return (list(self.inputs) + list(self.outputs))[i]
+
+    def get_tensor_dtype(self, name):
+        return np.float32
+
+    def get_tensor_profile_shape(self, name, profile):
+        shape = self.inputs[name]
+        return shape, shape, shape
+
+    def create_execution_context(self):
+        return self
+
+    # IExecutionContext
+    def set_input_shape(self, name, shape):
+        assert tuple(shape) == self.inputs[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.bound[name] = int(ptr)
+
+    def get_tensor_shape(self, name):
+        return self.outputs[name]
+
+    def _view(self, name, shape):
+        cp = self.cp
+        size = int(np.prod(shape)) * 4
+        mem = cp.cuda.UnownedMemory(self.bound[name], size, owner=None)
+        return cp.ndarray(shape, cp.float32, cp.cuda.MemoryPointer(mem, 0))
+
+    def execute_async_v3(self, stream_handle):
+        torch = self.torch
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream_handle)), torch.no_grad():
+            feeds = [torch.from_dlpack(self._view(n, s)) for n, s in self.inputs.items()]
+            result = self.net(*feeds)
+            result = result if isinstance(result, (tuple, list)) else [result]
+            for (name, shape), value in zip(self.outputs.items(), result):
+                torch.from_dlpack(self._view(name, shape)).copy_(value)
+        return True
+
+
+def check_tensorrt_device_path(cp, rows, failures, workdir):
+    """TensorRTBackend.infer_device with CuPy arrays and PyTorch CUDA tensors, TensorRT replaced
+    by the stand-in: the inputs' own pointers bound, the outputs right, bad arrays refused."""
+    import torch
+
+    from airside_perception.backends import tensorrt_backend
+    from airside_perception.engines import store
+    from airside_perception.errors import InferenceError
+    from airside_perception.training import checkpoint
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    manifest = store.load_version(os.path.join(root, "engines"), "detection", "1.0.0")
+    net = checkpoint.load_network("detection", os.path.join(root, "models/detection-1.0.0.pt")).cuda().eval()
+    bev_in = cp.asarray(bev.encode(make_scan(110003, "dense").points, bev.BevSpec()).bev)
+    with torch.no_grad():
+        expect = [t.cpu().numpy() for t in net(torch.from_dlpack(bev_in))]
+    specs_in = {t.name: tuple(bev_in.shape) for t in manifest.inputs}
+    specs_out = {t.name: tuple(e.shape) for t, e in zip(manifest.outputs, expect)}
+    stand_in = _StandInTensorRT(cp, torch, net, specs_in, specs_out)
+    sys.modules["tensorrt"] = stand_in
+    try:
+        path = os.path.join(workdir, "stand_in.engine")
+        with open(path, "wb") as fh:
+            fh.write(b"stand-in")
+        backend = tensorrt_backend.TensorRTBackend(path, manifest.inputs, manifest.outputs).activate()
+        name = manifest.inputs[0].name
+        results = {}
+        for kind, array in (("cupy", bev_in), ("torch", torch.from_dlpack(bev_in).clone())):
+            out = backend.infer_device({name: array}, stream_handle=cp.cuda.get_current_stream().ptr)
+            cp.cuda.get_current_stream().synchronize()
+            own_pointer = stand_in.bound[name] == int(array.__cuda_array_interface__["data"][0])
+            same = all(isinstance(out[n], cp.ndarray) and np.allclose(cp.asnumpy(out[n]), e, rtol=1e-5, atol=1e-5)
+                       for n, e in zip(specs_out, expect))
+            results[kind] = bool(own_pointer and same)
+        host = backend.infer({name: cp.asnumpy(bev_in)})
+        results["host"] = all(np.allclose(host[n], e, rtol=1e-5, atol=1e-5) for n, e in zip(specs_out, expect))
+        refused = 0
+        for bad in (bev_in[:, :, ::2, ::2], bev_in.astype(cp.float64), cp.asnumpy(bev_in)):
+            try:
+                backend.infer_device({name: bad})
+            except InferenceError:
+                refused += 1
+        results["bad_arrays_refused"] = refused == 3
+        backend.deactivate()
+    finally:
+        del sys.modules["tensorrt"]
+    for kind, ok in results.items():
+        rows.append(("tensorrt device", kind, ok, float("nan"), float("nan")))
+        if not ok:
+            failures.append(f"tensorrt device path: {kind}")
+    return {"engine": "detection 1.0.0 through a stand-in for TensorRT (not installable here)", **results}
+
+
 def main():
     import cupy as cp
 
@@ -167,6 +375,8 @@ def main():
         rows.append(("occupancy decode", f"random trial {trial}", ok_o, float("nan"), float("nan")))
         failures += [n for n, good in (("labels", ok), ("peaks", ok_h), ("occupancy", ok_o)) if not good]
     fused = check_fused(cp, rng, args.kitti, rows, failures)
+    decode = check_fused_decode(cp, rng, rows, failures)
+    trt_path = check_tensorrt_device_path(cp, rows, failures, args.out)
     lines = [f"{'operation':18s} {'input':28s} {'equal':6s} {'NumPy ms':>9s} {'CuPy ms':>8s}"]
     for op, name, ok, cpu_ms, gpu_ms in rows:
         lines.append(f"{op:18s} {name:28s} {str(ok):6s} {cpu_ms:9.2f} {gpu_ms:8.2f}")
@@ -175,6 +385,9 @@ def main():
     lines.append(f"fused encode, {fused['points']} points on the device: median {fused['median_ms']} ms, "
                  f"P99 {fused['p99_ms']} ms (CuPy translation {fused['cupy_translation_median_ms']} ms); "
                  f"copy from pinned host memory {fused['host_to_device_ms']['median']} ms")
+    lines.append(f"fused decode of one frame: median {decode['fused']['median_ms']} ms, "
+                 f"P99 {decode['fused']['p99_ms']} ms (CuPy translation {decode['cupy_translation']['median_ms']} / "
+                 f"{decode['cupy_translation']['p99_ms']} ms)")
     lines.append("ALL EQUAL" if not failures else f"MISMATCH: {failures}")
     text = "\n".join(lines)
     print(text)
@@ -184,7 +397,7 @@ def main():
         json.dump([dict(zip(("op", "input", "equal", "numpy_ms", "cupy_ms"), r)) for r in rows], fh, indent=1)
     path = os.path.join(args.out, "gpu_path.json")
     result = json.load(open(path)) if os.path.isfile(path) else {"cycle": None}
-    result.update(device=device, encode=fused)
+    result.update(device=device, encode=fused, decode=decode, tensorrt_device_path=trt_path)
     with open(path, "w") as fh:
         json.dump(result, fh, indent=1)
     return 1 if failures else 0

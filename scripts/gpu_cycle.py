@@ -8,10 +8,10 @@ fused kernels of ``ops.gpu_encode``. Networks: the default versions' PyTorch wei
 (``models/``), each captured once as a CUDA graph over fixed-size inputs (segmentation's points
 padded to ``--capacity``), a stand-in for the TensorRT engines, which cannot be installed here;
 with ``--streams`` the three graphs replay on three CUDA streams. Decode on the GPU (CuPy, on
-the networks' outputs through DLPack, no copy): segmentation softmax/argmax and the label
-scatter to every input point; detection sigmoid, 3x3 peak extraction, threshold, ordering and
-box decode, then the rotated-box NMS of the at most 4 x max_detections candidates on the host
-(the one host step, on a few kilobytes); occupancy sigmoid, threshold and crop. The GPU decode
+the networks' outputs through DLPack, no copy): the fused kernels of ``ops.gpu_decode``
+(segmentation softmax/argmax scattered to every input point; detection peaks, ordering, box
+decode and rotated NMS, then one read-back of the detections; occupancy crop and threshold),
+and for comparison the CuPy translation of the NumPy decode (NMS on the host). Every GPU decode
 is checked against the NumPy decode of the same network outputs. P50 / P99 over ``--runs``
 cycles with CUDA events, FP32 and FP16, with and without streams; the result is merged into
 ``--out`` under ``cycle``.
@@ -57,36 +57,31 @@ def decode_params():
     return engines
 
 
-def decode_detection(xp, heat_logits, regression, params: detection.DecodeParams) -> detection.Boxes:
-    """detection.decode_centerpoint with its array work on ``xp``; NMS on the host."""
-    heat = 1.0 / (1.0 + xp.exp(-heat_logits[0]))
-    candidates = detection.heatmap_peaks(heat, xp=xp) & (heat > params.score_threshold)
-    cls, iy, ix = xp.nonzero(candidates)
-    if len(cls) == 0:
-        return detection.Boxes.empty()
-    scores = heat[cls, iy, ix]
-    order = xp.argsort(-scores, kind="stable")[: 4 * params.max_detections]
-    cls, iy, ix, scores = cls[order], iy[order], ix[order], scores[order]
-    r = regression[0][:, iy, ix]
-    x = (ix + r[0]) * params.cell_m - params.half_extent_m
-    y = (iy + r[1]) * params.cell_m - params.half_extent_m
-    size = xp.exp(xp.clip(r[3:6], -5.0, 5.0))
-    yaw = xp.arctan2(r[6], r[7])
-    boxes = xp.column_stack([x, y, r[2], size[0], size[1], size[2], yaw]).astype(xp.float32)
-    to_host = (lambda a: a.get()) if xp is not np else (lambda a: a)
-    boxes, scores, cls = to_host(boxes), to_host(scores), to_host(cls)
-    keep = detection.nms_rotated(boxes, scores, cls, params.nms_iou)[: params.max_detections]
-    return detection.Boxes(boxes[keep], cls[keep].astype(np.int64), scores[keep].astype(np.float32))
-
-
 def decode_all(xp, engines, enc, seg_logits, heat, reg, occ_logits):
+    """The decodes of ``pipelines.tasks`` on ``xp`` arrays (NumPy: the reference)."""
     labels, scores = segmentation.softmax_max(seg_logits, xp=xp)
     all_labels, all_scores = segmentation.scatter_labels(enc.kept, labels, scores, enc.n_input, xp=xp)
-    boxes = decode_detection(xp, heat, reg, engines["detection"].decode)
+    boxes = detection.decode_centerpoint(heat, reg, engines["detection"].decode, xp=xp)
     occ = engines["occupancy"]
     grid = occupancy.decode_occupancy(occ_logits, occ.bev_spec.half_extent_m, occ.bev_spec.resolution_m,
                                       occ.occ_half_extent_m, occ.occ_threshold, xp=xp)
     return all_labels, all_scores, boxes, grid
+
+
+def fused_decoder(engines):
+    from airside_perception.ops.gpu_decode import FusedDecoder
+
+    occ = engines["occupancy"]
+    return FusedDecoder(engines["detection"].decode, occ.bev_spec.half_extent_m, occ.bev_spec.resolution_m,
+                        occ.occ_half_extent_m, occ.occ_threshold)
+
+
+def decode_fused(decoder, enc, seg_logits, heat, reg, occ_logits):
+    """The same decodes in the fused kernels of ``ops.gpu_decode``."""
+    labels, scores = decoder.segmentation(seg_logits, enc.kept, enc.n_input)
+    grid = decoder.occupancy(occ_logits)
+    boxes = decoder.detection(heat, reg)  # last: its read-back ends the cycle
+    return labels, scores, boxes, grid
 
 
 def load_networks(torch, device, dtype):
@@ -101,10 +96,11 @@ def load_networks(torch, device, dtype):
 class GpuCycle:
     """Static input buffers, the three networks as CUDA graphs, streams; ``run(points)``."""
 
-    def __init__(self, torch, cp, nets, engines, dtype, capacity: int, streams: bool):
+    def __init__(self, torch, cp, nets, engines, dtype, capacity: int, streams: bool, fused_decode: bool = True):
         from airside_perception.ops.gpu_encode import FusedEncoder
 
         self.torch, self.cp, self.engines, self.streams = torch, cp, engines, streams
+        self.decoder = fused_decoder(engines) if fused_decode else None
         self.spec = bev.BevSpec()
         self.encoder = FusedEncoder(self.spec)
         dev = torch.device("cuda")
@@ -163,8 +159,11 @@ class GpuCycle:
         seg = self.outputs["segmentation"][:k].float()
         heat, reg = (t.float() for t in self.outputs["detection"])
         occ = self.outputs["occupancy"].float()
-        result = decode_all(cp, self.engines, enc, cp.from_dlpack(seg), cp.from_dlpack(heat), cp.from_dlpack(reg),
-                            cp.from_dlpack(occ))
+        arrays = (cp.from_dlpack(seg), cp.from_dlpack(heat), cp.from_dlpack(reg), cp.from_dlpack(occ))
+        if self.decoder is not None:
+            result = decode_fused(self.decoder, enc, *arrays)
+        else:  # the CuPy translation of the NumPy decode, for comparison
+            result = decode_all(cp, self.engines, enc, *arrays)
         e[3].record(main)
         return e, enc, (seg, heat, reg, occ), result
 
@@ -220,36 +219,42 @@ def main() -> int:
 
     results, all_equal = {}, True
     big = max(clouds, key=len)
-    for dtype, dname in ((torch.float32, "fp32"), (torch.float16, "fp16")):
-        nets = load_networks(torch, "cuda", dtype)
-        for streams in (False, True):
-            cyc = GpuCycle(torch, cp, nets, engines, dtype, args.capacity, streams)
-            device_clouds = [cp.asarray(p) for p in clouds]
-            for i in range(10):
-                cyc.run(device_clouds[i % len(device_clouds)])
-            if dtype == torch.float32 and not streams:
-                for dc in device_clouds:
-                    _, enc, outs, res = cyc.run(dc)
-                    all_equal &= check_decode(cp, engines, enc, outs, res)
-            parts = {"cycle": [], "encode": [], "networks": [], "decode": []}
-            d_big = cp.asarray(big)
-            torch.cuda.synchronize()
-            for _ in range(args.runs):
-                e, *_ = cyc.run(d_big)
-                e[3].synchronize()
-                parts["cycle"].append(e[0].elapsed_time(e[3]))
-                parts["encode"].append(e[0].elapsed_time(e[1]))
-                parts["networks"].append(e[1].elapsed_time(e[2]))
-                parts["decode"].append(e[2].elapsed_time(e[3]))
-            key = f"{dname}_{'streams' if streams else 'one_stream'}"
-            results[key] = {p: summary(v) for p, v in parts.items()}
-            print(key, results[key], flush=True)
+    variants = [(torch.float32, False, True), (torch.float32, True, True), (torch.float16, False, True),
+                (torch.float16, True, True), (torch.float32, False, False)]
+    nets = {}
+    for dtype, streams, fused in variants:
+        if dtype not in nets:
+            nets[dtype] = load_networks(torch, "cuda", dtype)
+        cyc = GpuCycle(torch, cp, nets[dtype], engines, dtype, args.capacity, streams, fused_decode=fused)
+        device_clouds = [cp.asarray(p) for p in clouds]
+        for i in range(10):
+            cyc.run(device_clouds[i % len(device_clouds)])
+        if not streams:
+            for dc in device_clouds:
+                _, enc, outs, res = cyc.run(dc)
+                all_equal &= check_decode(cp, engines, enc, outs, res)
+        parts = {"cycle": [], "encode": [], "networks": [], "decode": []}
+        d_big = cp.asarray(big)
+        torch.cuda.synchronize()
+        for _ in range(args.runs):
+            e, *_ = cyc.run(d_big)
+            e[3].synchronize()
+            parts["cycle"].append(e[0].elapsed_time(e[3]))
+            parts["encode"].append(e[0].elapsed_time(e[1]))
+            parts["networks"].append(e[1].elapsed_time(e[2]))
+            parts["decode"].append(e[2].elapsed_time(e[3]))
+        key = (f"{'fp32' if dtype == torch.float32 else 'fp16'}_{'streams' if streams else 'one_stream'}"
+               f"{'' if fused else '_cupy_translated_decode'}")
+        results[key] = {p: summary(v) for p, v in parts.items()}
+        print(key, results[key], "decode equal so far:", all_equal, flush=True)
     best = min(results, key=lambda k: results[k]["cycle"]["p99_ms"])
     cycle = {"points": int(len(big)), "best": best, "p50_ms": results[best]["cycle"]["p50_ms"],
              "p99_ms": results[best]["cycle"]["p99_ms"], "variants": results, "decode_equal_to_numpy": all_equal,
              "networks": "PyTorch CUDA graphs of the default versions' weights (stand-in for TensorRT)",
-             "host_steps": "one read-back of two integers after encoding; rotated NMS of the detection "
-                           "candidates on the host", "date": time.strftime("%Y-%m-%d")}
+             "host_steps": "one read-back of two integers after encoding (output sizes); one read-back of "
+                           "the detections (1 + 9 x 200 floats) at the end",
+             "decode": "fused kernels of ops.gpu_decode (the _cupy_translated_decode variant: the NumPy decode "
+                       "run with CuPy, NMS on the host)", "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(cycle, indent=1))
     if args.out:
         data = json.load(open(args.out)) if os.path.isfile(args.out) else {}

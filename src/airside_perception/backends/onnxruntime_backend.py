@@ -24,14 +24,20 @@ class OnnxRuntimeBackend(Backend):
     """Runs an ``.onnx`` model in an ``InferenceSession``.
 
     ``intra_op_threads`` bounds the threads of this one engine, so that several engines in one
-    process share the cores; ``use_gpu`` takes the GPU providers when ``onnxruntime-gpu`` has them.
+    process share the cores; ``use_gpu`` takes the GPU providers when ``onnxruntime-gpu`` has them;
+    ``optimization`` "all" (default) or "basic": FP8 Q/DQ models need "basic", because ONNX
+    Runtime's extended (QDQ) rewrites assume integer Q/DQ and compute FP8 graphs wrongly on the CPU
+    (logits off by 100 where basic and unoptimised agree to FP8 rounding).
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                 intra_op_threads: int = 1, use_gpu: bool = True):
+                 intra_op_threads: int = 1, use_gpu: bool = True, optimization: str = "all"):
         super().__init__(model_path, inputs, outputs)
+        if optimization not in ("all", "basic"):
+            raise ValueError(f"optimization '{optimization}' must be all or basic")
+        self.optimization = optimization
         self.intra_op_threads = intra_op_threads
         self.use_gpu = use_gpu
         self._session = None
@@ -46,7 +52,8 @@ class OnnxRuntimeBackend(Backend):
         # Idle pool threads sleep instead of spinning: the cores are shared with the other
         # engines and nodes, and a spinning thread takes a core from them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimization == "all"
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
         available = ort.get_available_providers()
         wanted = [p for p in GPU_PROVIDERS if self.use_gpu and p in available] + ["CPUExecutionProvider"]
         try:

@@ -42,4 +42,5 @@ def create_backend(manifest: Manifest, preference: str, intra_op_threads: int = 
         if preference == "tensorrt":
             raise ModelLoadError(f"{manifest.task} {manifest.version}: backend 'tensorrt' asked for, but {why_not}")
         LOG.info("%s %s: ONNX Runtime (%s)", manifest.task, manifest.version, why_not)
-    return OnnxRuntimeBackend(manifest.model_path, manifest.inputs, manifest.outputs, intra_op_threads)
+    return OnnxRuntimeBackend(manifest.model_path, manifest.inputs, manifest.outputs, intra_op_threads,
+                              optimization="basic" if manifest.precision == "fp8" else "all")

@@ -5,11 +5,20 @@ a Jetson image has pycuda but no CuPy. This path cannot be executed on machines 
 TensorRT; it follows the TensorRT Python API: ``deserialize_cuda_engine``,
 ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``, ``set_input_shape``,
 ``set_tensor_address`` and ``execute_async_v3``.
+
+Two ways in: ``infer`` takes host arrays (copied in and out on the backend's stream);
+``infer_device`` takes arrays already on the GPU (anything with ``__cuda_array_interface__``:
+CuPy, PyTorch CUDA tensors, Numba) and binds their own device pointers, leaves the outputs on
+the device as CuPy arrays and runs on the caller's stream: the GPU path's encoded cloud goes
+from the encoding kernels to the engines and on to the decode kernels without a host round
+trip. ``device_address`` (the checks and the pointer) runs without TensorRT;
+``scripts/check_gpu_ops.py`` exercises ``infer_device`` with CuPy arrays through a stand-in
+for the engine.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,6 +98,36 @@ def _device_memory():
         return _PycudaMemory()
 
 
+def _contiguous_strides(shape: Sequence[int], itemsize: int) -> Tuple[int, ...]:
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(int(n), 1)
+    return tuple(reversed(strides))
+
+
+def device_address(name: str, array: Any, dtype, profile) -> Tuple[int, Tuple[int, ...]]:
+    """(device pointer, shape) of a GPU array for the binding ``name``: checks that it is a CUDA
+    array of ``dtype``, C-contiguous, with a shape inside ``profile`` = (min, opt, max)."""
+    iface = getattr(array, "__cuda_array_interface__", None)
+    if iface is None:
+        raise InferenceError(f"input '{name}' ({type(array).__name__}) is not a GPU array: pass CuPy or PyTorch "
+                             f"CUDA arrays to infer_device, host arrays to infer")
+    shape = tuple(int(n) for n in iface["shape"])
+    got = np.dtype(iface["typestr"])
+    if got != np.dtype(dtype):
+        raise InferenceError(f"input '{name}' is {got}, the engine takes {np.dtype(dtype)}")
+    strides = iface.get("strides")
+    if strides is not None and tuple(strides) != _contiguous_strides(shape, got.itemsize):
+        raise InferenceError(f"input '{name}' is not C-contiguous (strides {list(strides)}): "
+                             f"make it contiguous on the device first (cupy.ascontiguousarray)")
+    lo, _, hi = profile
+    if len(shape) != len(lo) or any(n < a or n > b for n, a, b in zip(shape, lo, hi)):
+        raise InferenceError(f"input '{name}' shape {list(shape)} is outside the engine's profile "
+                             f"{list(lo)}..{list(hi)}: rebuild with a wider profile")
+    return int(iface["data"][0]), shape
+
+
 class TensorRTBackend(Backend):
     """Runs a serialized ``.engine``; dynamic dimensions must lie within profile 0."""
 
@@ -143,16 +182,52 @@ class TensorRTBackend(Backend):
             self._context.set_tensor_address(spec.name, ptr)
         out_handles = {}
         for spec in self.outputs:
-            shape = tuple(self._context.get_tensor_shape(spec.name))
-            dtype = self._trt.nptype(self._engine.get_tensor_dtype(spec.name))
-            handle, ptr = self._memory.empty(shape, dtype)
+            handle, ptr = self._memory.empty(*self._output_layout(spec.name))
             out_handles[spec.name] = handle
             self._context.set_tensor_address(spec.name, ptr)
-        if not self._context.execute_async_v3(self._memory.stream_handle):
-            raise InferenceError(f"execute_async_v3 failed on {self.model_path}")
+        self._execute(self._memory.stream_handle)
         results = {name: self._memory.to_host(h) for name, h in out_handles.items()}
         self._memory.synchronize()
         return results
+
+    def infer_device(self, feeds: Mapping[str, Any], stream_handle: Optional[int] = None) -> Dict[str, Any]:
+        """Runs on GPU arrays without a host round trip; returns CuPy arrays on the device.
+
+        The inputs' own device pointers are bound (no copy); the engine runs on the CUDA stream
+        ``stream_handle`` (a ``cudaStream_t`` as an integer, 0 the legacy default stream; None: the
+        backend's stream), on which the inputs must be ready;
+        the outputs are ready once that stream reaches this point. Needs CuPy for the outputs.
+        """
+        if not self.is_active:
+            raise InferenceError(f"{self.name} backend for {self.model_path} is not active: call activate() first")
+        if not isinstance(self._memory, _CupyMemory):
+            raise InferenceError("infer_device needs CuPy for its output arrays; this process has pycuda only")
+        expected = {t.name for t in self.inputs}
+        if set(feeds) != expected:
+            raise InferenceError(f"feeds {sorted(feeds)} do not match the engine's inputs {sorted(expected)}")
+        for spec in self.inputs:
+            ptr, shape = device_address(spec.name, feeds[spec.name], self._trt.nptype(
+                self._engine.get_tensor_dtype(spec.name)), self._engine.get_tensor_profile_shape(spec.name, 0))
+            self._context.set_input_shape(spec.name, shape)
+            self._context.set_tensor_address(spec.name, ptr)
+        outputs = {}
+        cp = self._memory.cp
+        for spec in self.outputs:
+            shape, dtype = self._output_layout(spec.name)
+            outputs[spec.name] = cp.empty(shape, dtype)
+            self._context.set_tensor_address(spec.name, outputs[spec.name].data.ptr)
+        self._execute(self._memory.stream_handle if stream_handle is None else stream_handle)
+        return outputs
+
+    def _output_layout(self, name: str):
+        shape = tuple(self._context.get_tensor_shape(name))
+        if any(n < 0 for n in shape):
+            raise InferenceError(f"output '{name}' shape {list(shape)} is not known after the inputs were set")
+        return shape, self._trt.nptype(self._engine.get_tensor_dtype(name))
+
+    def _execute(self, stream_handle: int) -> None:
+        if not self._context.execute_async_v3(stream_handle):
+            raise InferenceError(f"execute_async_v3 failed on {self.model_path}")
 
 
 def runtime_identity():

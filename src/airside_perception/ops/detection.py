@@ -55,22 +55,28 @@ def heatmap_peaks(heat: np.ndarray, xp=np) -> np.ndarray:
     return heat >= pooled
 
 
-def decode_centerpoint(heat_logits: np.ndarray, regression: np.ndarray, params: DecodeParams) -> Boxes:
-    """heat_logits (1, C, H, W); regression (1, 8, H, W): dx, dy, z, log l, log w, log h, sin, cos."""
-    heat = 1.0 / (1.0 + np.exp(-heat_logits[0]))
-    candidates = heatmap_peaks(heat) & (heat > params.score_threshold)
-    cls, iy, ix = np.nonzero(candidates)
+def decode_centerpoint(heat_logits: np.ndarray, regression: np.ndarray, params: DecodeParams, xp=np) -> Boxes:
+    """heat_logits (1, C, H, W); regression (1, 8, H, W): dx, dy, z, log l, log w, log h, sin, cos.
+
+    With ``xp`` CuPy the array work runs on the device and only the candidates (at most
+    4 x max_detections rows) come to the host for the rotated NMS.
+    """
+    heat = 1.0 / (1.0 + xp.exp(-heat_logits[0]))
+    candidates = heatmap_peaks(heat, xp=xp) & (heat > params.score_threshold)
+    cls, iy, ix = xp.nonzero(candidates)
     if len(cls) == 0:
         return Boxes.empty()
     scores = heat[cls, iy, ix]
-    order = np.argsort(-scores, kind="stable")[: 4 * params.max_detections]
+    order = xp.argsort(-scores, kind="stable")[: 4 * params.max_detections]
     cls, iy, ix, scores = cls[order], iy[order], ix[order], scores[order]
     r = regression[0][:, iy, ix]  # (8, K)
     x = (ix + r[0]) * params.cell_m - params.half_extent_m
     y = (iy + r[1]) * params.cell_m - params.half_extent_m
-    size = np.exp(np.clip(r[3:6], -5.0, 5.0))
-    yaw = np.arctan2(r[6], r[7])
-    boxes = np.column_stack([x, y, r[2], size[0], size[1], size[2], yaw]).astype(np.float32)
+    size = xp.exp(xp.clip(r[3:6], -5.0, 5.0))
+    yaw = xp.arctan2(r[6], r[7])
+    boxes = xp.column_stack([x, y, r[2], size[0], size[1], size[2], yaw]).astype(xp.float32)
+    if xp is not np:
+        boxes, scores, cls = boxes.get(), scores.get(), cls.get()
     keep = nms_rotated(boxes, scores, cls, params.nms_iou)[: params.max_detections]
     return Boxes(boxes[keep], cls[keep].astype(np.int64), scores[keep].astype(np.float32))
 

@@ -58,7 +58,7 @@ def _parser() -> cli.Parser:
 
     p = sub.add_parser("build", help="TensorRT engine build plan, trtexec line, and the build where TensorRT is")
     common(p)
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "fp8"], default="fp16")
     p.add_argument("--dla-core", type=int, default=-1, help="-1: GPU; 0 or 1: DLA core with GPU fallback")
     p.add_argument("--points", type=cli.positive_int, nargs=3, default=[30_000, 100_000, 200_000],
                    metavar=("MIN", "OPT", "MAX"), help="dynamic point-count profile")
@@ -66,9 +66,13 @@ def _parser() -> cli.Parser:
     p.add_argument("--tensorrt-version", help="plan for this TensorRT (default: the installed one)")
     p.add_argument("--compute-capability", help="plan for this GPU, e.g. 8.7 for Orin (default: this GPU)")
 
-    p = sub.add_parser("quantize", help="INT8 post-training quantization (Q/DQ ONNX) with calibration coverage")
+    p = sub.add_parser("quantize", help="INT8 or FP8 post-training quantization (Q/DQ ONNX) with calibration "
+                                        "coverage")
     common(p)
     p.add_argument("--out-version", required=True)
+    p.add_argument("--precision", choices=["int8", "fp8"], default="int8",
+                   help="int8: for the Orin (and the CPU fallback); fp8: E4M3 for Hopper / Ada GPUs (TensorRT "
+                        "FP8 build; ONNX Runtime runs it on the CPU only to measure accuracy)")
     p.add_argument("--scans", type=cli.positive_int, default=24, help="calibration scans")
     p.add_argument("--only", nargs="*", default=None,
                    help="restrict calibration to scans with these conditions (a deliberately narrow set)")
@@ -243,7 +247,7 @@ def _build(args) -> int:
 
 def _quantize(args) -> int:
     from airside_perception.engines.package import package_version
-    from airside_perception.tools.quantize import quantize_int8, select_calibration
+    from airside_perception.tools.quantize import quantize_fp8, quantize_int8, select_calibration
 
     manifest = store.load_version(args.engines_dir, args.task, args.version)
     calibration = select_calibration(args.scans, only=args.only)
@@ -252,18 +256,26 @@ def _quantize(args) -> int:
         cli.fail(PROG, f"the calibration set lacks {calibration.missing}: draw more scans (--scans) or pass "
                        "--allow-partial-coverage to quantize anyway")
     inputs, outputs = IO_NAMES[args.task]
-    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.int8.onnx")
-    kept = quantize_int8(manifest.model_path, out, calibration, inputs, outputs, args.keep_float,
-                         intensity_scale=args.calibration_intensity_scale, z_offset_m=args.calibration_z_offset_m,
-                         activations=args.activations)
-    new = package_version(out, args.task, args.out_version, args.engines_dir, precision="int8")
+    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.{args.precision}.onnx")
+    record = {"seeds": calibration.seeds, "coverage": calibration.coverage, "source_version": args.version,
+              "only": args.only, "precision": args.precision}
+    if args.precision == "fp8":
+        if args.calibration_intensity_scale != 1.0 or args.calibration_z_offset_m != 0.0:
+            cli.fail(PROG, "--calibration-intensity-scale / --calibration-z-offset-m apply to int8 only")
+        info = quantize_fp8(manifest.model_path, out, calibration, inputs, outputs, args.keep_float)
+        kept = info["kept_float"]
+        record.update(kept_float=kept, quantized=info["quantized"], activation_scales=info["activation_scales"])
+    else:
+        kept = quantize_int8(manifest.model_path, out, calibration, inputs, outputs, args.keep_float,
+                             intensity_scale=args.calibration_intensity_scale, z_offset_m=args.calibration_z_offset_m,
+                             activations=args.activations)
+        record.update(kept_float=kept, activations=args.activations, intensity_scale=args.calibration_intensity_scale,
+                      z_offset_m=args.calibration_z_offset_m)
+    new = package_version(out, args.task, args.out_version, args.engines_dir, precision=args.precision)
     os.remove(out)
     with open(os.path.join(new.directory, "calibration.json"), "w") as fh:
-        json.dump({"seeds": calibration.seeds, "coverage": calibration.coverage, "kept_float": kept,
-                   "source_version": args.version, "only": args.only, "activations": args.activations,
-                   "intensity_scale": args.calibration_intensity_scale,
-                   "z_offset_m": args.calibration_z_offset_m}, fh, indent=2)
-    print(f"{new.directory}: INT8 Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
+        json.dump(record, fh, indent=2)
+    print(f"{new.directory}: {args.precision.upper()} Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
     print(f"next: engine_tool validate --task {args.task} --baseline {args.version} --candidate {args.out_version}")
     return 0
 

@@ -68,8 +68,10 @@ def apply_plan(plan: BuildPlan, calibration_batches: Optional[Iterator[dict]] = 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if plan.precision in ("fp16", "int8"):
+    if plan.precision in ("fp16", "int8", "fp8"):
         config.set_flag(trt.BuilderFlag.FP16)
+    if plan.precision == "fp8":  # explicit FP8 Q/DQ (TensorRT 8.6+, compute capability 8.9+)
+        config.set_flag(trt.BuilderFlag.FP8)
     if plan.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         if not plan.explicit_quantization:

@@ -16,7 +16,7 @@ from airside_perception.engines import cache_key
 from airside_perception.engines.manifest import Manifest
 from airside_perception.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 Shape = Tuple[int, ...]
 
 
@@ -62,9 +62,16 @@ def make_plan(manifest: Manifest, precision: str, tensorrt_version: str, compute
     if workspace_mb <= 0:
         raise ConfigError(f"workspace_mb {workspace_mb} must be positive")
     profiles = _profile(manifest, points)
-    explicit = manifest.precision == "int8"
-    if explicit and precision != "int8":
-        raise ConfigError(f"{manifest.directory} holds a Q/DQ INT8 model: build it with precision int8")
+    explicit = manifest.precision in ("int8", "fp8")
+    if explicit and precision != manifest.precision:
+        raise ConfigError(f"{manifest.directory} holds a Q/DQ {manifest.precision.upper()} model: build it with "
+                          f"precision {manifest.precision}")
+    if precision == "fp8" and not explicit:
+        raise ConfigError("FP8 builds take an FP8 Q/DQ model: make one with 'engine_tool quantize --precision fp8'")
+    if precision == "fp8" and (dla_core >= 0 or _capability(compute_capability) < (8, 9)):
+        raise ConfigError(f"FP8 needs the tensor cores of compute capability 8.9 or later (Ada, Hopper) and no "
+                          f"DLA; this plan is for {compute_capability}{' DLA' if dla_core >= 0 else ''}: "
+                          f"build the INT8 or FP16 version there")
     key = cache_key.EngineKey(manifest.sha256, tensorrt_version, compute_capability, dla_core, precision,
                               cache_key.profile_digest(profiles))
     folder = out_dir or manifest.directory
@@ -86,6 +93,14 @@ def make_plan(manifest: Manifest, precision: str, tensorrt_version: str, compute
                                                     f"{compute_capability.replace('.', '')}.cache"),
                      calibration_cache_path=calib, layer_info_path=stem + ".layers.json", key=key, notes=notes,
                      sparse_weights=bool(sparse))
+
+
+def _capability(text: str):
+    try:
+        major, minor = (int(v) for v in text.split("."))
+    except ValueError:
+        raise ConfigError(f"compute capability '{text}' must read MAJOR.MINOR, e.g. 8.7") from None
+    return major, minor
 
 
 def two_four_report(onnx_path: str, min_size: int = 64) -> Dict[str, bool]:
@@ -132,12 +147,14 @@ def trtexec_command(plan: BuildPlan) -> List[str]:
     if dynamic:
         cmd += [f"--minShapes={_shape_arg(plan.profiles, 0)}", f"--optShapes={_shape_arg(plan.profiles, 1)}",
                 f"--maxShapes={_shape_arg(plan.profiles, 2)}"]
-    if plan.precision in ("fp16", "int8"):
-        cmd.append("--fp16")  # INT8 builds keep FP16 for the layers that stay in float
+    if plan.precision in ("fp16", "int8", "fp8"):
+        cmd.append("--fp16")  # INT8 / FP8 builds keep FP16 for the layers that stay in float
     if plan.precision == "int8":
         cmd.append("--int8")
         if plan.calibration_cache_path:
             cmd.append(f"--calib={plan.calibration_cache_path}")
+    if plan.precision == "fp8":
+        cmd.append("--fp8")
     if plan.sparse_weights:
         cmd.append("--sparsity=enable")
     if plan.dla_core >= 0:

@@ -50,3 +50,31 @@ def test_a_file_that_is_not_onnx_is_refused(occupancy, tmp_path):
 
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
         OnnxRuntimeBackend(str(bad), occupancy.inputs, occupancy.outputs).activate()
+
+
+class _CudaArray:
+    """What CuPy, PyTorch and Numba expose for a GPU array: ``__cuda_array_interface__`` (v3)."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, ptr=0x7F0000001000):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "strides": strides,
+                                         "data": (ptr, False), "version": 3}
+
+
+def test_device_address_binds_the_arrays_own_pointer_and_refuses_what_tensorrt_cannot_read():
+    from airside_perception.backends.tensorrt_backend import device_address
+
+    profile = ((1, 8, 256, 256), (1, 8, 256, 256), (1, 8, 256, 256))
+    ptr, shape = device_address("bev", _CudaArray((1, 8, 256, 256)), np.float32, profile)
+    assert (ptr, shape) == (0x7F0000001000, (1, 8, 256, 256))
+    contiguous = (8 * 256 * 256 * 4, 256 * 256 * 4, 256 * 4, 4)  # explicit C strides are fine too
+    assert device_address("bev", _CudaArray((1, 8, 256, 256), strides=contiguous), np.float32, profile)[1] == shape
+    with pytest.raises(InferenceError, match="is not a GPU array"):
+        device_address("bev", np.zeros((1, 8, 256, 256), np.float32), np.float32, profile)
+    with pytest.raises(InferenceError, match="is float64, the engine takes float32"):
+        device_address("bev", _CudaArray((1, 8, 256, 256), "<f8"), np.float32, profile)
+    with pytest.raises(InferenceError, match="not C-contiguous"):
+        device_address("bev", _CudaArray((1, 8, 256, 256), strides=(0, 4, 8 * 256 * 4, 8 * 4)), np.float32, profile)
+    with pytest.raises(InferenceError, match=r"outside the engine's profile \[1, 8, 256, 256\]"):
+        device_address("bev", _CudaArray((1, 8, 128, 128)), np.float32, profile)
+    points = ((1000, 5), (120000, 5), (300000, 5))  # a dynamic dimension within its range
+    assert device_address("point_features", _CudaArray((124000, 5)), np.float32, points)[1] == (124000, 5)
