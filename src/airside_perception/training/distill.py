@@ -166,8 +166,10 @@ class SegmentationAdaptor(TaskAdaptor):
     def forward(self, net, batch):
         from airside_perception.training.train import seg_forward_batched
 
-        return seg_forward_batched(net, batch["bev"], batch["point_cells"], batch["point_batch"],
-                                   batch["point_features"])
+        feats = batch["point_features"]
+        if getattr(net, "point_inputs", 5) > feats.shape[1]:  # a cross-modal network: + camera colour
+            feats = torch.cat([feats, batch["point_colour"]], dim=1)
+        return seg_forward_batched(net, batch["bev"], batch["point_cells"], batch["point_batch"], feats)
 
     def hard_loss(self, out, batch):
         from airside_perception.training.train import SEG_CLASS_WEIGHTS
@@ -384,16 +386,17 @@ def replay(batches, size: int = 32, reuse: int = 1, seed: int = 0):
             yield buffer[int(rng.integers(len(buffer)))]
 
 
-def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1):
+def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1,
+                colour: bool = False):
     """Endless simulated training batches (the train split), as :mod:`training.train` draws them
-    (``reuse`` > 1: through :func:`replay`)."""
+    (``reuse`` > 1: through :func:`replay`; ``colour``: with each point's camera colour)."""
     from torch.utils.data import DataLoader
 
     from airside_perception.ops.bev import BevSpec
     from airside_perception.training.randomize import Randomization
     from airside_perception.training.train import SimStream, collate
 
-    stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None)
+    stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None, colour=colour)
     loader = DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate,
                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
     return replay(iter(loader), reuse=reuse, seed=start_seed) if reuse > 1 else iter(loader)

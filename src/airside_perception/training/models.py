@@ -46,17 +46,20 @@ class BevBackbone(nn.Module):
 class SegmentationNet(nn.Module):
     """Per-point classifier: BEV context gathered at each point, plus the point's own features.
 
-    inputs: bev (1, 8, S, S); point_cells (K,) int64 flat index into S*S; point_features (K, 5).
+    inputs: bev (1, 8, S, S); point_cells (K,) int64 flat index into S*S; point_features (K, 5),
+    or (K, 5 + point_extra) for a network that also takes per-point camera colour (a cross-modal
+    teacher: RGB and seen, ``point_inputs`` = 9).
     output: point_logits (K, C).
     """
 
     def __init__(self, n_classes: int, size: int = 256, width: int = 24, mlp_hidden=(48, 32),
-                 backbone: Optional[nn.Module] = None):
+                 backbone: Optional[nn.Module] = None, point_extra: int = 0):
         super().__init__()
         self.size = size
+        self.point_inputs = 5 + point_extra
         self.backbone = backbone if backbone is not None else BevBackbone(width, 2 * width, 64)
         width = getattr(self.backbone, "out_channels", width)
-        layers, cin = [], width + 8 + 5
+        layers, cin = [], width + 8 + self.point_inputs
         for hidden in mlp_hidden:  # the per-point MLP runs on every point: its width is the cost
             layers += [nn.Linear(cin, hidden), nn.ReLU(inplace=True)]
             cin = hidden
@@ -169,6 +172,8 @@ ARCHITECTURES: Dict[str, Dict[str, dict]] = {
                 "occupancy": {"width": 16}},
     "teacher": {"segmentation": {"mlp_hidden": [128, 128]}, "detection": {"shared_layers": 2},
                 "occupancy": {"refine_width": 64}},
+    # the cross-modal teacher: the segmentation teacher that also reads each point's camera colour
+    "teacher_colour": {"segmentation": {"mlp_hidden": [128, 128], "point_extra": 4}},
 }
 
 
@@ -178,8 +183,10 @@ def build(task: str, arch: str = "student", **overrides) -> nn.Module:
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{arch}': one of {sorted(ARCHITECTURES)}")
+    if task not in ARCHITECTURES[arch]:
+        raise ValueError(f"architecture '{arch}' has no {task} network: {sorted(ARCHITECTURES[arch])}")
     kwargs = dict(ARCHITECTURES[arch][task], **overrides)
-    if arch == "teacher":
+    if arch.startswith("teacher"):
         kwargs["backbone"] = TeacherBackbone()
     if task == "segmentation":
         kwargs["mlp_hidden"] = tuple(kwargs.get("mlp_hidden", (48, 32)))
@@ -189,6 +196,23 @@ def build(task: str, arch: str = "student", **overrides) -> nn.Module:
     if task == "occupancy":
         return OccupancyNet(**kwargs)
     raise ValueError(f"unknown task '{task}': segmentation, detection or occupancy")
+
+
+def add_point_inputs(net: SegmentationNet, extra: int) -> SegmentationNet:
+    """A copy of ``net`` that also takes ``extra`` per-point inputs (camera colour), their
+    weights in the first MLP layer zero: the same outputs until it is trained on them."""
+    import copy
+
+    out = copy.deepcopy(net)
+    first = out.mlp[0]
+    wider = nn.Linear(first.in_features + extra, first.out_features)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, : first.in_features] = first.weight
+        wider.bias.copy_(first.bias)
+    out.mlp[0] = wider
+    out.point_inputs = net.point_inputs + extra
+    return out
 
 
 def count_params(net: nn.Module) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Dict, Optional
 
 import numpy as np
@@ -30,6 +31,7 @@ class Sample:
     regression: np.ndarray  # (8, S/2, S/2) float32
     reg_mask: np.ndarray  # (S/2, S/2) float32
     occupancy: np.ndarray  # (Z, S, S) float32
+    point_colour: Optional[np.ndarray] = None  # (K, 4) float32 camera RGB and seen flag, with colour=True
 
 
 def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float = 0.1) -> float:
@@ -73,9 +75,13 @@ def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.
 
 
 def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator,
-                randomization: Optional[Randomization] = None) -> Sample:
+                randomization: Optional[Randomization] = None, colour: bool = False) -> Sample:
     """One training sample from scene ``seed``, at a randomly drawn sensor density; with
-    ``randomization``, also a drawn site (apron or street), sensor and perturbation."""
+    ``randomization``, also a drawn site (apron or street), sensor and perturbation; with
+    ``colour``, each kept point's camera colour and visibility (``sim.camera``, surround rig)
+    for a cross-modal teacher."""
+    if colour and randomization is not None:
+        raise ValueError("camera colour is simulated for the apron scenes only, not with randomization")
     density = str(rng.choice(["compact", "default", "default", "dense"]))
     r = randomization
     is_street = r is not None and rng.random() < r.street_share
@@ -94,9 +100,17 @@ def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator,
     heat, reg, mask = detection_targets(boxes, box_labels, box_points, spec)
     grid = world.GridSpec(spec.resolution_m, spec.half_extent_m)
     occ = world.occupancy_volume(scene, raw.prim_hits, grid, world.OCCUPANCY_BINS_M)
+    point_colour = None
+    if colour:
+        from airside_perception.sim.camera import SURROUND, point_colours
+
+        view = SimpleNamespace(points=points, labels=labels, object_ids=object_ids, boxes=boxes, seed=int(seed),
+                               is_night=scene.conditions.is_night, is_wet=scene.conditions.is_wet)
+        rgb, seen = point_colours(view, SURROUND, scene=scene)
+        point_colour = np.column_stack([rgb[enc.kept], seen[enc.kept]]).astype(np.float32)
     return Sample(enc.bev[0], enc.point_cells, enc.point_features, labels[enc.kept].astype(np.int64),
-                  heat, reg, mask, occ.astype(np.float32))
+                  heat, reg, mask, occ.astype(np.float32), point_colour)
 
 
 def as_dict(sample: Sample) -> Dict[str, np.ndarray]:
-    return {k: getattr(sample, k) for k in sample.__dataclass_fields__}
+    return {k: getattr(sample, k) for k in sample.__dataclass_fields__ if getattr(sample, k) is not None}

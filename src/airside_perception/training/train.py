@@ -53,8 +53,10 @@ class SimStream(IterableDataset):
     """Endless, never-repeating training samples: worker ``w`` of ``n`` (over all ranks) takes
     seeds w, w + n, ..."""
 
-    def __init__(self, spec: BevSpec, start_seed: int, randomization=None, rank: int = 0, world: int = 1):
+    def __init__(self, spec: BevSpec, start_seed: int, randomization=None, rank: int = 0, world: int = 1,
+                 colour: bool = False):
         self.spec = spec
+        self.colour = colour
         self.start_seed = start_seed
         self.randomization = randomization
         self.rank, self.world = rank, world
@@ -66,7 +68,7 @@ class SimStream(IterableDataset):
         rng = np.random.default_rng(self.start_seed + wid)
         seed = SPLITS["train"][0] + self.start_seed + wid
         while seed < SPLITS["train"][1]:
-            yield targets.as_dict(targets.make_sample(seed, self.spec, rng, self.randomization))
+            yield targets.as_dict(targets.make_sample(seed, self.spec, rng, self.randomization, self.colour))
             seed += n
 
 
@@ -100,6 +102,8 @@ def collate(batch: List[Dict[str, np.ndarray]]) -> Dict[str, torch.Tensor]:
         [np.full(len(b["point_cells"]), i, np.int64) for i, b in enumerate(batch)]))
     out["point_features"] = torch.from_numpy(np.concatenate([b["point_features"] for b in batch]))
     out["point_labels"] = torch.from_numpy(np.concatenate([b["point_labels"] for b in batch]))
+    if "point_colour" in batch[0]:
+        out["point_colour"] = torch.from_numpy(np.concatenate([b["point_colour"] for b in batch]))
     out["cells_per_sample"] = torch.tensor(cells_per_sample)
     return out
 

@@ -76,3 +76,38 @@ def test_tiny_distillation_lowers_the_students_loss():
     assert len(d.projectors) == 1 and d.projectors[0].proj.weight.shape[:2] == (16, 8)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
     assert not d._s_taps, "hooks are removed after training"
+
+
+def test_cross_modal_teacher_reads_colour_and_starts_as_its_lidar_teacher():
+    """A teacher widened for camera colour gives its LiDAR teacher's logits until trained; the
+    adaptor feeds colour to the network that takes it and LiDAR features alone to the student;
+    samples and batches carry the colour of every kept point."""
+    import numpy as np
+
+    from airside_perception.ops.bev import BevSpec
+    from airside_perception.training import targets
+    from airside_perception.training.train import collate
+
+    spec = BevSpec()
+    samples = [targets.as_dict(targets.make_sample(s, spec, np.random.default_rng(s), colour=True)) for s in (3, 4)]
+    for s in samples:
+        assert s["point_colour"].shape == (len(s["point_cells"]), 4)
+        assert set(np.unique(s["point_colour"][:, 3])) <= {0.0, 1.0} and s["point_colour"][:, 3].mean() > 0.5
+    assert "point_colour" not in targets.as_dict(targets.make_sample(3, spec, np.random.default_rng(3)))
+    batch = collate(samples)
+    assert batch["point_colour"].shape[0] == batch["point_features"].shape[0]
+    torch.manual_seed(0)
+    lidar = models.build("segmentation", "student").eval()
+    colour = models.add_point_inputs(lidar, 4).eval()
+    assert colour.point_inputs == 9 and lidar.point_inputs == 5
+    adaptor = distill.SegmentationAdaptor()
+    with torch.no_grad():
+        torch.testing.assert_close(adaptor.forward(colour, batch), adaptor.forward(lidar, batch))
+        colour.mlp[0].weight[:, -4:] = 1.0  # once it uses the colour, the outputs move
+        assert not torch.allclose(adaptor.forward(colour, batch), adaptor.forward(lidar, batch))
+    with pytest.raises(ValueError, match="apron scenes only"):
+        from airside_perception.training.randomize import Randomization
+
+        targets.make_sample(3, spec, np.random.default_rng(3), Randomization(), colour=True)
+    with pytest.raises(ValueError, match="no detection network"):
+        models.build("detection", "teacher_colour")

@@ -89,3 +89,46 @@ def test_quantize_refuses_incomplete_coverage(tmp_path):
     res = _tool("quantize", "--task", "occupancy", "--version", "1.0.0", "--out-version", "x",
                 "--engines-dir", str(root), "--scans", "2", "--only", "night")
     assert res.returncode == 2 and "lacks" in res.stderr and "day" in res.stderr
+
+
+def test_fp8_quantize_writes_e4m3_qdq_that_onnxruntime_runs_close_to_float(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+
+    from airside_perception.backends.select import create_backend
+    from airside_perception.ops.bev import BevSpec, encode
+    from airside_perception.sim.world import make_scan
+
+    root = tmp_path / "engines"
+    shutil.copytree(os.path.join(ENGINES, "occupancy", "1.1.0"), root / "occupancy" / "1.1.0")
+    res = _tool("quantize", "--task", "occupancy", "--version", "1.1.0", "--out-version", "1.1.0-fp8",
+                "--precision", "fp8", "--engines-dir", str(root), "--scans", "16")
+    assert res.returncode == 0, res.stderr
+    m = store.load_version(str(root), "occupancy", "1.1.0-fp8")
+    assert m.precision == "fp8"
+    model = onnx.load(m.model_path)
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    fp8_weights = [i for i in model.graph.initializer
+                   if i.data_type == TensorProto.FLOAT8E4M3FN and i.name.endswith("_fp8")]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(fp8_weights) == len(convs) - 1  # every convolution but the kept-float head
+    record = json.loads((root / "occupancy" / "1.1.0-fp8" / "calibration.json").read_text())
+    assert record["precision"] == "fp8" and record["kept_float"] == ["/refine/refine.2/Conv"]
+    feeds = {"bev": encode(make_scan(110000, "default").points, BevSpec()).bev}
+    with create_backend(store.load_version(str(root), "occupancy", "1.1.0"), "onnxruntime") as ref_backend:
+        ref = ref_backend.infer(feeds)["occupancy_logits"]
+    backend = create_backend(m, "onnxruntime")
+    assert backend.optimization == "basic"  # ONNX Runtime's extended rewrites miscompute FP8 Q/DQ
+    with backend:
+        got = backend.infer(feeds)["occupancy_logits"]
+    assert 0.0 < float(np.abs(got - ref).max()) < 4.0  # FP8 rounding (3 mantissa bits), not garbage
+    assert float(((got > 0) == (ref > 0)).mean()) > 0.99
+    plan = make_plan(m, "fp8", "10.3.0", "9.0")
+    assert plan.explicit_quantization and "--fp8" in trtexec_command(plan)
+    with pytest.raises(ConfigError, match="compute capability 8.9 or later"):
+        make_plan(m, "fp8", "10.3.0", "8.7")  # the Orin has no FP8 tensor cores
+    with pytest.raises(ConfigError, match="Q/DQ FP8 model"):
+        make_plan(m, "int8", "10.3.0", "9.0")
+    with pytest.raises(ConfigError, match="--precision fp8"):
+        make_plan(store.load_version(str(root), "occupancy", "1.1.0"), "fp8", "10.3.0", "9.0")
