@@ -19,6 +19,11 @@ Weights and layers come from a YAML recipe (:class:`DistillRecipe`; an unknown k
 once, naming it). The command trains the same student twice from the same seeds, batches
 and steps: with the teacher and alone, so the gain of the teacher is measured.
 
+On several GPUs: ``torchrun --nproc_per_node N -m airside_perception.training.distill ...``
+(NCCL; gloo for CPU processes): each rank simulates its own seeds and trains on its own
+``--batch`` scans, the gradients of every job are averaged over the ranks each step, rank 0
+writes the networks and curves.
+
 Written here rather than taken from NVIDIA ModelOpt's ``modelopt.torch.distill``: that API
 wraps a model and a loss the caller still writes (the task losses above are the whole
 work), and ModelOpt pulls a GPU-oriented dependency set into the offline tools that the
@@ -329,12 +334,17 @@ class Job:
 
 
 def train_jobs(jobs: List[Job], batches, steps: int, device: torch.device, log_every: int = 50,
-               progress: bool = True, desc: str = "distill") -> None:
+               progress: bool = True, desc: str = "distill", dist=None) -> None:
     """Trains every job on the same batches (same seeds, data and steps for each), cosine LR.
 
-    ``batches`` yields collated training batches (:func:`training.train.collate`).
+    ``batches`` yields collated training batches (:func:`training.train.collate`). With
+    ``dist`` (:func:`training.distributed.setup` under ``torchrun``), each rank trains on its
+    own batches and the gradients are averaged over the ranks every step, so the ranks hold
+    identical weights: one step on N ranks is one step on N batches.
     """
     from tqdm import tqdm
+
+    from airside_perception.training import distributed
 
     for job in jobs:
         job.distiller.to(device)
@@ -348,11 +358,16 @@ def train_jobs(jobs: List[Job], batches, steps: int, device: torch.device, log_e
         for job in jobs:
             parts = job.distiller.losses(batch)
             if job.optimizer is None:  # projectors exist after the first forward
+                if dist is not None and dist.world > 1:  # rank 0's projectors everywhere, then the step
+                    distributed.broadcast_parameters(job.distiller.trainable_parameters(), dist)
+                    parts = job.distiller.losses(batch)
                 job.optimizer = torch.optim.AdamW(job.distiller.trainable_parameters(), lr=job.lr, weight_decay=1e-4)
             for group in job.optimizer.param_groups:
                 group["lr"] = job.lr * lr_scale
             job.optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
+            if dist is not None:
+                distributed.average_gradients(job.distiller.trainable_parameters(), dist)
             torch.nn.utils.clip_grad_norm_(job.distiller.trainable_parameters(), 10.0)
             job.optimizer.step()
             if job.after_step is not None:
@@ -387,16 +402,18 @@ def replay(batches, size: int = 32, reuse: int = 1, seed: int = 0):
 
 
 def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1,
-                colour: bool = False):
+                colour: bool = False, rank: int = 0, world: int = 1):
     """Endless simulated training batches (the train split), as :mod:`training.train` draws them
-    (``reuse`` > 1: through :func:`replay`; ``colour``: with each point's camera colour)."""
+    (``reuse`` > 1: through :func:`replay`; ``colour``: with each point's camera colour; rank
+    ``rank`` of ``world`` simulates its own disjoint seeds)."""
     from torch.utils.data import DataLoader
 
     from airside_perception.ops.bev import BevSpec
     from airside_perception.training.randomize import Randomization
     from airside_perception.training.train import SimStream, collate
 
-    stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None, colour=colour)
+    stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None, rank=rank, world=world,
+                       colour=colour)
     loader = DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate,
                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
     return replay(iter(loader), reuse=reuse, seed=start_seed) if reuse > 1 else iter(loader)
@@ -411,7 +428,7 @@ def load_recipe(path: str) -> DistillRecipe:
 
 
 def main(argv=None) -> int:
-    from airside_perception.training import checkpoint
+    from airside_perception.training import checkpoint, distributed
 
     parser = cli.Parser(prog="airside_perception.training.distill", description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(ADAPTORS), required=True)
@@ -422,7 +439,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seg-mlp", type=int, nargs="*", help="a fresh segmentation student with these MLP widths")
     parser.add_argument("--recipe", required=True, help="YAML with the distillation weights (its 'distill' section)")
     parser.add_argument("--steps", type=cli.positive_int, default=1500)
-    parser.add_argument("--batch", type=cli.positive_int, default=8)
+    parser.add_argument("--batch", type=cli.positive_int, default=8, help="scans per step (per rank under torchrun)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--seed", type=int, default=0)
@@ -447,19 +464,27 @@ def main(argv=None) -> int:
         if args.seg_mlp and args.task == "segmentation":
             overrides["mlp_hidden"] = args.seg_mlp
         student = models.build(args.task, "student", **overrides)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dist = distributed.setup()  # torchrun: one rank per GPU (NCCL) or CPU process (gloo)
+    device = dist.device
     adaptor = adaptor_for(args.task)
     jobs = [Job("distilled", Distiller(copy.deepcopy(student), teacher.to(device), adaptor, recipe), args.lr)]
     if not args.no_control:
         jobs.append(Job("alone", Distiller(copy.deepcopy(student), None, adaptor, recipe), args.lr))
-    os.makedirs(args.out_dir, exist_ok=True)
+    if dist.rank == 0:
+        os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
-    train_jobs(jobs, sim_batches(args.batch, args.workers, args.seed, reuse=args.reuse), args.steps, device)
+    train_jobs(jobs, sim_batches(args.batch, args.workers, args.seed, reuse=args.reuse, rank=dist.rank,
+                                 world=dist.world), args.steps, device, progress=dist.rank == 0, dist=dist)
+    if dist.rank != 0:  # the ranks hold the same weights: rank 0 writes them
+        dist.close()
+        return 0
     for job in jobs:
         checkpoint.save_network(job.distiller.student, os.path.join(args.out_dir, f"{args.task}-{job.name}.pt"))
         with open(os.path.join(args.out_dir, f"{args.task}-{job.name}.curve.json"), "w") as fh:
             json.dump(job.curve, fh)
-    print(f"{len(jobs)} students x {args.steps} steps in {time.time() - start:.0f} s -> {args.out_dir}", flush=True)
+    print(f"{len(jobs)} students x {args.steps} steps on {dist.world} rank(s) in {time.time() - start:.0f} s "
+          f"-> {args.out_dir}", flush=True)
+    dist.close()
     return 0
 
 

@@ -65,6 +65,32 @@ def setup() -> Dist:
     return Dist(td.get_rank(), td.get_world_size(), device)
 
 
+def average_gradients(params, dist: Dist) -> None:
+    """Each parameter's gradient averaged over the ranks (what DistributedDataParallel does in
+    its backward hooks), for training steps that cannot run through one wrapped forward: a
+    distillation job's student, teacher taps and projectors (created on the first batch)."""
+    if dist.world == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    td.all_reduce(flat)
+    flat /= dist.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_parameters(params, dist: Dist) -> None:
+    """Every rank takes rank 0's values (projectors drawn on each rank start equal)."""
+    if dist.world == 1:
+        return
+    for p in params:
+        td.broadcast(p.data, 0)
+
+
 def wrap(module: nn.Module, dist: Dist) -> nn.Module:
     """``module`` in DistributedDataParallel where there are several ranks."""
     if dist.world == 1:
