@@ -155,7 +155,11 @@ FP8_E4M3_MAX = 448.0
 
 def _to_fp8_bytes(values: np.ndarray) -> bytes:
     """float32 -> FP8 E4M3 bytes, round to nearest even (PyTorch's float8_e4m3fn cast)."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise ConfigError("FP8 quantization casts with PyTorch, an offline-tool dependency: "
+                          "pip install -r requirements-train.txt") from exc
 
     clipped = np.clip(values, -FP8_E4M3_MAX, FP8_E4M3_MAX).astype(np.float32)
     return torch.from_numpy(clipped).to(torch.float8_e4m3fn).view(torch.uint8).numpy().tobytes()
