@@ -131,7 +131,7 @@ def encode(points, spec: BevSpec, xp=np) -> BevInput:
     zsum = xp.bincount(cells, weights=z.astype(xp.float64), minlength=s * s)
     isum = xp.bincount(cells, weights=inten.astype(xp.float64), minlength=s * s)
     zmin_pt = xp.take(zmin, cells)
-    above = xp.bincount(cells, weights=((z - zmin_pt) > 0.2).astype(xp.float64), minlength=s * s)
+    above = xp.bincount(cells[(z - zmin_pt) > 0.2], minlength=s * s)  # counts: the same sums as 0/1 weights
     bev = xp.zeros((N_BEV_FEATURES, s * s), xp.float32)
     zmean_occ = zsum[occ] / n
     bev[0, occ] = 1.0
