@@ -121,16 +121,26 @@ class Compressor:
                 d = r.distill
                 teacher = self._teacher(base)
                 control = copy.deepcopy(net) if d.control else None  # before the teacher's hooks attach
-                jobs = [Job("distilled", Distiller(net, teacher, adaptor, d.recipe), d.lr)]
+                report = {"steps": d.steps, "batch": d.batch, "teacher": r.teacher, "stages": []}
+                for k, stage in enumerate(d.stages()):
+                    if k:  # a later stage: both jobs start from the stage before's distilled or alone network
+                        start = control if stage.start == "alone" else net
+                        net = copy.deepcopy(start)
+                        control = copy.deepcopy(start) if d.control else None
+                    jobs = [Job("distilled", Distiller(net, teacher, adaptor, stage.recipe), stage.lr)]
+                    if control is not None:
+                        jobs.append(Job("alone", Distiller(control, None, adaptor, stage.recipe), stage.lr))
+                    train_jobs(jobs, self._batches(stage.batch, seed + 100 * k), stage.steps, self.device,
+                               progress=self.progress, desc=f"distill {k + 1}/{len(d.stages())}")
+                    net = jobs[0].distiller.student.cpu()
+                    control = jobs[1].distiller.student.cpu() if control is not None else None
+                    report["stages"].append({"from": stage.start, "steps": stage.steps, "batch": stage.batch,
+                                             "lr": stage.lr, "alpha": stage.recipe.alpha,
+                                             "temperature": stage.recipe.temperature,
+                                             "curves": {j.name: j.curve for j in jobs}})
+                report["curves"] = report["stages"][-1]["curves"]
                 if control is not None:
-                    jobs.append(Job("alone", Distiller(control, None, adaptor, d.recipe), d.lr))
-                train_jobs(jobs, self._batches(d.batch, seed), d.steps, self.device, progress=self.progress,
-                           desc="distill")
-                net = jobs[0].distiller.student.cpu()
-                report = {"steps": d.steps, "batch": d.batch, "teacher": r.teacher,
-                          "curves": {j.name: j.curve for j in jobs}}
-                if d.control:
-                    checkpoint.save_network(jobs[1].distiller.student, self._net_path("distill-alone"))
+                    checkpoint.save_network(control, self._net_path("distill-alone"))
             elif step == "sparsity":
                 s = r.sparsity
                 masks = sparsity_mod.apply(net, prune_mod.head_layers(net, self.task))

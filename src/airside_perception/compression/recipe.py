@@ -5,12 +5,16 @@
     teacher: models/teachers/segmentation.pt     # or "base": the base network teaches itself
     prune: {method: safety, ratio: 0.5, ratios: {mlp: 0.3}, calibration_batches: 8, protect_share: 0.2}
     distill: {steps: 1500, batch: 8, lr: 0.001, temperature: 2.0, alpha: 0.5, control: true,
-              features: [{student: backbone, teacher: backbone, weight: 1.0, loss: cosine}]}
+              features: [{student: backbone, teacher: backbone, weight: 1.0, loss: cosine}],
+              then: [{from: alone, steps: 1500, lr: 0.001, alpha: 0.8}]}   # further stages
     sparsity: {pattern: "2:4", steps: 400, lr: 0.0005}
     qat: {steps: 600, lr: 0.0002, calibration_batches: 8, keep_float: auto, max_float_layers: 2, min_share: 0.2}
     evaluate: {scans: 200, frames: 200}
 
 Every step is optional; they run in the order prune -> distill -> sparsity -> qat -> export.
+``distill.then`` adds stages run one after the other, each from the previous stage's distilled
+network or (``from: alone``) its control, with its own weights (``steps``, ``batch`` and ``lr``
+default to the stage before); the network after the last stage is the step's result.
 An unknown key, a ratio outside [0, 0.9] or a step count under 1 fails at once, naming the key.
 """
 
@@ -53,6 +57,11 @@ class TrainStep:
 class DistillStep(TrainStep):
     control: bool = True  # also train the same student without the teacher (same seeds, data, steps)
     recipe: DistillRecipe = field(default_factory=DistillRecipe)
+    start: str = "distilled"  # a later stage starts from the stage before's "distilled" or "alone" network
+    then: Tuple["DistillStep", ...] = ()  # further stages, in order
+
+    def stages(self) -> List["DistillStep"]:
+        return [self, *self.then]
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,35 @@ def _train_fields(d: dict, where: str) -> dict:
     return out
 
 
+_DISTILL_WEIGHTS = {"temperature", "alpha", "heatmap_weight", "box_weight", "box_min_score", "features"}
+
+
+def _distill_step(data: Any, where: str) -> DistillStep:
+    p = _check(data, {"steps", "batch", "lr", "control", "then"} | _DISTILL_WEIGHTS, where)
+    first = _distill_stage(p, where, DistillStep(), "distilled", bool(p.get("control", True)))
+    stages, before = [], first
+    then = p.get("then") or []
+    if not isinstance(then, list):
+        raise ConfigError(f"{where}.then must be a list of stages (got {type(then).__name__})")
+    for i, stage in enumerate(then):
+        w = f"{where}.then[{i}]"
+        q = _check(stage, {"steps", "batch", "lr", "from"} | _DISTILL_WEIGHTS, w)
+        start = str(q.get("from", "distilled"))
+        if start not in ("distilled", "alone"):
+            raise ConfigError(f"{w}.from: {start!r} must be distilled or alone")
+        if start == "alone" and not first.control:
+            raise ConfigError(f"{w}.from: alone needs the control (distill.control: true)")
+        before = _distill_stage(q, w, before, start, first.control)
+        stages.append(before)
+    return DistillStep(first.steps, first.batch, first.lr, first.control, first.recipe, then=tuple(stages))
+
+
+def _distill_stage(p: dict, where: str, before: DistillStep, start: str, control: bool) -> DistillStep:
+    fields = {"steps": before.steps, "batch": before.batch, "lr": before.lr, **_train_fields(p, where)}
+    recipe = DistillRecipe.from_dict({k: v for k, v in p.items() if k in _DISTILL_WEIGHTS}, where=where)
+    return DistillStep(**fields, control=control, recipe=recipe, start=start)
+
+
 def parse(data: Any, path: str = "recipe") -> Recipe:
     where = os.path.basename(path)
     d = _check(data, {"task", "base", "teacher", "prune", "distill", "sparsity", "qat", "evaluate"}, where)
@@ -159,12 +197,7 @@ def parse(data: Any, path: str = "recipe") -> Recipe:
         kw["protect"] = protect
         out["prune"] = PruneStep(**kw)
     if d.get("distill") is not None:
-        w = f"{where}.distill"
-        p = _check(d["distill"], {"steps", "batch", "lr", "control", "temperature", "alpha", "heatmap_weight",
-                                  "box_weight", "box_min_score", "features"}, w)
-        recipe = DistillRecipe.from_dict({k: v for k, v in p.items() if k not in ("steps", "batch", "lr", "control")},
-                                         where=w)
-        out["distill"] = DistillStep(**_train_fields(p, w), control=bool(p.get("control", True)), recipe=recipe)
+        out["distill"] = _distill_step(d["distill"], f"{where}.distill")
     if d.get("sparsity") is not None:
         w = f"{where}.sparsity"
         p = _check(d["sparsity"], {"steps", "batch", "lr", "pattern"}, w)

@@ -57,3 +57,42 @@ def test_compress_refuses_a_recipe_of_another_task(tmp_path, capsys):
                           "--engines-dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "segmentation recipe" in capsys.readouterr().err
+
+
+def test_distill_stages_parse_inherit_and_name_their_errors():
+    r = recipe.parse({**BASE, "distill": {"steps": 3000, "lr": 0.002, "alpha": 0.5, "features": [
+        {"student": "backbone", "teacher": "backbone"}], "then": [{"from": "alone", "lr": 0.001, "alpha": 0.8}]}})
+    first, second = r.distill.stages()
+    assert (first.steps, first.lr, first.recipe.alpha, len(first.recipe.features)) == (3000, 0.002, 0.5, 1)
+    assert (second.start, second.steps, second.lr, second.recipe.alpha) == ("alone", 3000, 0.001, 0.8)
+    assert second.recipe.features == ()  # weights are the stage's own; steps, batch and lr carry over
+    for bad, needle in (({"then": [{"from": "teacher"}]}, "then[0].from"),
+                        ({"then": [{"stpes": 3}]}, "then[0].stpes"),
+                        ({"then": {"steps": 3}}, "distill.then must be a list"),
+                        ({"control": False, "then": [{"from": "alone"}]}, "needs the control")):
+        with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+            recipe.parse({**BASE, "distill": bad}, "r.yaml")
+
+
+def test_two_distill_stages_run_in_order_from_the_control(tmp_path):
+    """A compress run whose distillation has a second stage from the first stage's control: both
+    stages train (and report) a distilled network and its control, the step ends on the second."""
+    import torch
+
+    from airside_perception.compression.pipeline import Compressor
+    from airside_perception.training import checkpoint
+
+    r = recipe.parse({**BASE, "base": {"version": "1.2.0", "checkpoint": os.path.join(
+        ROOT, "models", "segmentation-1.0.0.pt")}, "teacher": "base",
+        "distill": {"steps": 2, "batch": 1, "lr": 0.001, "then": [{"from": "alone", "steps": 2, "alpha": 0.8}]}})
+    c = Compressor(r, "9.9.9", str(tmp_path / "engines"), work_dir=str(tmp_path / "work"), workers=0,
+                   progress=False, log=lambda *_: None)
+    net = c.train()
+    stages = c.state["steps"]["distill"]["stages"]
+    assert [(s["from"], s["steps"], s["alpha"]) for s in stages] == [("distilled", 2, 0.5), ("alone", 2, 0.8)]
+    assert all(set(s["curves"]) == {"distilled", "alone"} for s in stages)
+    alone = checkpoint.load_network("segmentation", str(tmp_path / "work" / "distill-alone.pt"))
+    base = checkpoint.load_network("segmentation", os.path.join(ROOT, "models", "segmentation-1.0.0.pt"))
+    changed = [not torch.equal(a, b) for a, b in zip(net.state_dict().values(), base.state_dict().values())]
+    assert any(changed)
+    assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), alone.state_dict().values()))
