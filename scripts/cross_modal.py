@@ -38,7 +38,7 @@ from airside_perception import classes  # noqa: E402
 from airside_perception.ops.bev import BevSpec, encode  # noqa: E402
 from airside_perception.sim.camera import SURROUND, point_colours  # noqa: E402
 from airside_perception.sim.scene import generate_scene  # noqa: E402
-from airside_perception.sim.world import make_scan, split_seeds  # noqa: E402
+from airside_perception.sim.world import render_scan, split_seeds  # noqa: E402
 from airside_perception.tools.metrics import SegmentationMeter  # noqa: E402
 from airside_perception.training import checkpoint, distill, models  # noqa: E402
 
@@ -47,15 +47,15 @@ P, C, F, G = classes.PERSON, classes.CONE, classes.FOD, classes.GROUND
 
 
 def test_scan(seed):
-    scan = make_scan(int(seed), "default")
+    scene = generate_scene(int(seed))  # once: the scan, its camera colours and the paint all read it
+    scan = render_scan(scene, "default")
     enc = encode(scan.points, BevSpec())
-    rgb, seen = point_colours(scan, SURROUND)
+    rgb, seen = point_colours(scan, SURROUND, scene=scene)
     labels = scan.labels[enc.kept].astype(np.int64)
     pts = scan.points[enc.kept]
     paint = np.zeros(len(labels), bool)
     ground = labels == G
-    paint[ground] = generate_scene(int(seed)).ground.is_marking(pts[ground, 0].astype(np.float64),
-                                                               pts[ground, 1].astype(np.float64))
+    paint[ground] = scene.ground.is_marking(pts[ground, 0].astype(np.float64), pts[ground, 1].astype(np.float64))
     colour = np.column_stack([rgb[enc.kept], seen[enc.kept]]).astype(np.float32)
     return enc.bev, enc.point_cells, enc.point_features, colour, labels, paint
 

@@ -121,11 +121,16 @@ def device_address(name: str, array: Any, dtype, profile) -> Tuple[int, Tuple[in
     if strides is not None and tuple(strides) != _contiguous_strides(shape, got.itemsize):
         raise InferenceError(f"input '{name}' is not C-contiguous (strides {list(strides)}): "
                              f"make it contiguous on the device first (cupy.ascontiguousarray)")
+    _check_profile(name, shape, profile)
+    return int(iface["data"][0]), shape
+
+
+def _check_profile(name: str, shape: Sequence[int], profile) -> None:
+    """Raises unless ``shape`` lies within the binding's optimisation profile (min, opt, max)."""
     lo, _, hi = profile
     if len(shape) != len(lo) or any(n < a or n > b for n, a, b in zip(shape, lo, hi)):
         raise InferenceError(f"input '{name}' shape {list(shape)} is outside the engine's profile "
                              f"{list(lo)}..{list(hi)}: rebuild with a wider profile")
-    return int(iface["data"][0]), shape
 
 
 class TensorRTBackend(Backend):
@@ -172,10 +177,7 @@ class TensorRTBackend(Backend):
         keep_alive = []
         for spec in self.inputs:
             array = feeds[spec.name]
-            lo, _, hi = self._engine.get_tensor_profile_shape(spec.name, 0)
-            if any(n < a or n > b for n, a, b in zip(array.shape, lo, hi)):
-                raise InferenceError(f"input '{spec.name}' shape {list(array.shape)} is outside the engine's "
-                                     f"profile {list(lo)}..{list(hi)}: rebuild with a wider profile")
+            _check_profile(spec.name, array.shape, self._engine.get_tensor_profile_shape(spec.name, 0))
             self._context.set_input_shape(spec.name, tuple(array.shape))
             handle, ptr = self._memory.to_device(array)
             keep_alive.append(handle)

@@ -138,7 +138,6 @@ class Compressor:
                                              "lr": stage.lr, "alpha": stage.recipe.alpha,
                                              "temperature": stage.recipe.temperature,
                                              "curves": {j.name: j.curve for j in jobs}})
-                report["curves"] = report["stages"][-1]["curves"]
                 if control is not None:
                     checkpoint.save_network(control, self._net_path("distill-alone"))
             elif step == "sparsity":

@@ -20,6 +20,7 @@ An unknown key, a ratio outside [0, 0.9] or a step count under 1 fails at once, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -146,7 +147,7 @@ def _distill_step(data: Any, where: str) -> DistillStep:
             raise ConfigError(f"{w}.from: alone needs the control (distill.control: true)")
         before = _distill_stage(q, w, before, start, first.control)
         stages.append(before)
-    return DistillStep(first.steps, first.batch, first.lr, first.control, first.recipe, then=tuple(stages))
+    return dataclasses.replace(first, then=tuple(stages))
 
 
 def _distill_stage(p: dict, where: str, before: DistillStep, start: str, control: bool) -> DistillStep:

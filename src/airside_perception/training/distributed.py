@@ -68,7 +68,7 @@ def setup() -> Dist:
 def average_gradients(params, dist: Dist) -> None:
     """Each parameter's gradient averaged over the ranks (what DistributedDataParallel does in
     its backward hooks), for training steps that cannot run through one wrapped forward: a
-    distillation job's student, teacher taps and projectors (created on the first batch)."""
+    distillation job's student and its feature projectors (created on the first batch)."""
     if dist.world == 1:
         return
     grads = [p.grad for p in params if p.grad is not None]
