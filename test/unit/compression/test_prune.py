@@ -72,3 +72,34 @@ def test_safety_importance_ranks_protected_channels_first():
     assert len(kept) == 2
     others = [i for i in range(8) if i not in kept.tolist()]
     assert scores[kept].min() > scores[others].max()
+
+
+def test_point_mlp_alone_pruned_to_chosen_widths(tmp_path):
+    """Per-layer ratios with a global ratio of 0 (how segmentation 2.2.0's point MLP was narrowed):
+    only the named layers lose channels, to the widths asked for, and the network still exports,
+    folds and runs."""
+    import onnx
+
+    from airside_perception.tools.graph_fold import fold_point_head
+
+    torch.manual_seed(0)
+    net = models.build("segmentation", width=8, mlp_hidden=[16, 12])
+    batches = [next(sim_batches(1, 0, start_seed=5))]
+    before = prune.channel_widths(net)
+    prune.prune(net, "segmentation", "safety", 0.0, batches, ratios={"mlp.0": 0.25, "mlp.2": 0.5},
+                protect=("person",), round_to=1)
+    after = prune.channel_widths(net)
+    assert (after["mlp.0"], after["mlp.2"], after["mlp.4"]) == (12, 6, 9)
+    assert {n: w for n, w in after.items() if not n.startswith("mlp")} == \
+        {n: w for n, w in before.items() if not n.startswith("mlp")}, "the backbone is untouched"
+    raw = str(tmp_path / "seg.onnx")
+    export.export_onnx(net, "segmentation", raw)
+    folded, _ = fold_point_head(onnx.load(raw), 32768)
+    path = str(tmp_path / "seg_folded.onnx")
+    onnx.save(folded, path)
+    torch.manual_seed(1)
+    a = _run_onnx(raw, "segmentation")[0]
+    torch.manual_seed(1)  # the same random inputs for the folded graph
+    b = _run_onnx(path, "segmentation")[0]
+    assert a.shape == (300, 9) and np.isfinite(b).all()
+    assert np.abs(a - b).max() < 1e-3
