@@ -89,6 +89,16 @@ class Compressor:
             return copy.deepcopy(base).to(self.device).eval()
         return checkpoint.load_network(self.task, self.recipe.teacher, "teacher").to(self.device).eval()
 
+    def _prune(self, net: torch.nn.Module, p, label: str) -> Dict:
+        """Prunes ``net`` in place (left on the CPU); returns the pruning report."""
+        calib = self._calibration(p.calibration_batches) if p.method == "safety" else None
+        report = prune_mod.prune(net, self.task, p.method, p.ratio, calib, self.device, p.ratios, p.protect,
+                                 p.protect_share, p.round_to)
+        net.cpu()
+        self.log(f"[{label}] {p.method} pruning {p.ratio:.0%}{' ' + str(p.ratios) if p.ratios else ''}: "
+                 f"{report['params_before']} -> {report['params_after']} parameters")
+        return report
+
     def train(self, stop_after: Optional[str] = None) -> torch.nn.Module:
         """Runs the training steps not yet done; returns the last network."""
         r = self.recipe
@@ -110,21 +120,19 @@ class Compressor:
             started = time.time()
             seed = 1000 * (i + 1)  # each step draws its own training scenes
             if step == "prune":
-                p = r.prune
-                calib = self._calibration(p.calibration_batches) if p.method == "safety" else None
-                report = prune_mod.prune(net, self.task, p.method, p.ratio, calib, self.device, p.ratios, p.protect,
-                                         p.protect_share, p.round_to)
+                report = self._prune(net, r.prune, "prune")
                 net = net.cpu()
-                self.log(f"[prune] {p.method} {p.ratio:.0%}: {report['params_before']} -> {report['params_after']} "
-                         "parameters")
             elif step == "distill":
                 d = r.distill
                 teacher = self._teacher(base)
                 control = copy.deepcopy(net) if d.control else None  # before the teacher's hooks attach
                 report = {"steps": d.steps, "batch": d.batch, "teacher": r.teacher, "stages": []}
                 for k, stage in enumerate(d.stages()):
+                    pruned = None
                     if k:  # a later stage: both jobs start from the stage before's distilled or alone network
-                        start = control if stage.start == "alone" else net
+                        start = copy.deepcopy(control if stage.start == "alone" else net)
+                        if stage.prune is not None:  # pruned again first (e.g. only the per-point head)
+                            pruned = self._prune(start, stage.prune, f"distill {k + 1}")
                         net = copy.deepcopy(start)
                         control = copy.deepcopy(start) if d.control else None
                     jobs = [Job("distilled", Distiller(net, teacher, adaptor, stage.recipe), stage.lr)]
@@ -136,10 +144,14 @@ class Compressor:
                     control = jobs[1].distiller.student.cpu() if control is not None else None
                     report["stages"].append({"from": stage.start, "steps": stage.steps, "batch": stage.batch,
                                              "lr": stage.lr, "alpha": stage.recipe.alpha,
-                                             "temperature": stage.recipe.temperature,
+                                             "temperature": stage.recipe.temperature, "pruned": pruned,
                                              "curves": {j.name: j.curve for j in jobs}})
                 if control is not None:
                     checkpoint.save_network(control, self._net_path("distill-alone"))
+                report["keep"] = d.keep
+                if d.keep == "alone":  # the control is the result; its distilled twin stays in the work dir
+                    checkpoint.save_network(net, self._net_path("distill-distilled"))
+                    net = control
             elif step == "sparsity":
                 s = r.sparsity
                 masks = sparsity_mod.apply(net, prune_mod.head_layers(net, self.task))
@@ -221,8 +233,13 @@ class Compressor:
         base_engine = store.open_engine(base_manifest, "onnxruntime", 2)
         rows = []
         targets = [(s, v, self.engines_dir) for s, v in self.version_names().items()]
-        if os.path.isfile(self._net_path("distill-alone")):  # the control: measured, not shipped
-            targets.append(("distill-alone", f"{self.version}-alone", os.path.join(self.work, "engines")))
+        # the other network of the last stage: measured, not shipped (the control, or with
+        # distill.keep: alone the distilled twin)
+        kept_alone = r.distill is not None and r.distill.keep == "alone"
+        twin = "distill-distilled" if kept_alone else "distill-alone"
+        if os.path.isfile(self._net_path(twin)):
+            suffix = "distilled" if kept_alone else "alone"
+            targets.append((twin, f"{self.version}-{suffix}", os.path.join(self.work, "engines")))
         for step, version, root in targets:
             net = checkpoint.load_network(self.task, self._net_path(step))
             quantized = step in ("qat", "ptq")

@@ -6,7 +6,9 @@
     prune: {method: safety, ratio: 0.5, ratios: {mlp: 0.3}, calibration_batches: 8, protect_share: 0.2}
     distill: {steps: 1500, batch: 8, lr: 0.001, temperature: 2.0, alpha: 0.5, control: true,
               features: [{student: backbone, teacher: backbone, weight: 1.0, loss: cosine}],
-              then: [{from: alone, steps: 1500, lr: 0.001, alpha: 0.8}]}   # further stages
+              then: [{from: alone, steps: 1500, lr: 0.001, alpha: 0.8},    # further stages
+                     {from: alone, prune: {ratios: {mlp.0: 0.33}}, steps: 1500}],
+              keep: distilled}                # or alone: the step's result is the last control
     sparsity: {pattern: "2:4", steps: 400, lr: 0.0005}
     qat: {steps: 600, lr: 0.0002, calibration_batches: 8, keep_float: auto, max_float_layers: 2, min_share: 0.2}
     evaluate: {scans: 200, frames: 200}
@@ -14,7 +16,10 @@
 Every step is optional; they run in the order prune -> distill -> sparsity -> qat -> export.
 ``distill.then`` adds stages run one after the other, each from the previous stage's distilled
 network or (``from: alone``) its control, with its own weights (``steps``, ``batch`` and ``lr``
-default to the stage before); the network after the last stage is the step's result.
+default to the stage before), optionally pruned first (``prune``, the keys of the prune step:
+a network trained after one pruning can be pruned again, e.g. only its per-point head, and
+both jobs of the stage start from the pruned network); the last stage's distilled network is
+the step's result, or its control with ``keep: alone`` (the one that measured better).
 An unknown key, a ratio outside [0, 0.9] or a step count under 1 fails at once, naming the key.
 """
 
@@ -60,6 +65,8 @@ class DistillStep(TrainStep):
     recipe: DistillRecipe = field(default_factory=DistillRecipe)
     start: str = "distilled"  # a later stage starts from the stage before's "distilled" or "alone" network
     then: Tuple["DistillStep", ...] = ()  # further stages, in order
+    prune: Optional[PruneStep] = None  # a later stage: prune its start network first
+    keep: str = "distilled"  # which network of the last stage is the step's result: distilled | alone
 
     def stages(self) -> List["DistillStep"]:
         return [self, *self.then]
@@ -130,30 +137,67 @@ def _train_fields(d: dict, where: str) -> dict:
 _DISTILL_WEIGHTS = {"temperature", "alpha", "heatmap_weight", "box_weight", "box_min_score", "features"}
 
 
-def _distill_step(data: Any, where: str) -> DistillStep:
-    p = _check(data, {"steps", "batch", "lr", "control", "then"} | _DISTILL_WEIGHTS, where)
+def _distill_step(data: Any, where: str, task: str) -> DistillStep:
+    p = _check(data, {"steps", "batch", "lr", "control", "then", "keep"} | _DISTILL_WEIGHTS, where)
     first = _distill_stage(p, where, DistillStep(), "distilled", bool(p.get("control", True)))
+    keep = str(p.get("keep", "distilled"))
+    if keep not in ("distilled", "alone"):
+        raise ConfigError(f"{where}.keep: {keep!r} must be distilled or alone")
+    if keep == "alone" and not first.control:
+        raise ConfigError(f"{where}.keep: alone needs the control (distill.control: true)")
     stages, before = [], first
     then = p.get("then") or []
     if not isinstance(then, list):
         raise ConfigError(f"{where}.then must be a list of stages (got {type(then).__name__})")
     for i, stage in enumerate(then):
         w = f"{where}.then[{i}]"
-        q = _check(stage, {"steps", "batch", "lr", "from"} | _DISTILL_WEIGHTS, w)
+        q = _check(stage, {"steps", "batch", "lr", "from", "prune"} | _DISTILL_WEIGHTS, w)
         start = str(q.get("from", "distilled"))
         if start not in ("distilled", "alone"):
             raise ConfigError(f"{w}.from: {start!r} must be distilled or alone")
         if start == "alone" and not first.control:
             raise ConfigError(f"{w}.from: alone needs the control (distill.control: true)")
         before = _distill_stage(q, w, before, start, first.control)
+        if q.get("prune") is not None:
+            before = dataclasses.replace(before, prune=_prune_step(q["prune"], f"{w}.prune", task))
         stages.append(before)
-    return dataclasses.replace(first, then=tuple(stages))
+    return dataclasses.replace(first, then=tuple(stages), keep=keep)
 
 
 def _distill_stage(p: dict, where: str, before: DistillStep, start: str, control: bool) -> DistillStep:
     fields = {"steps": before.steps, "batch": before.batch, "lr": before.lr, **_train_fields(p, where)}
     recipe = DistillRecipe.from_dict({k: v for k, v in p.items() if k in _DISTILL_WEIGHTS}, where=where)
     return DistillStep(**fields, control=control, recipe=recipe, start=start)
+
+
+def _prune_step(data: Any, w: str, task: str) -> PruneStep:
+    p = _check(data, {"method", "ratio", "ratios", "calibration_batches", "protect_share", "protect", "round_to"},
+               w)
+    kw: Dict[str, Any] = {}
+    if "method" in p:
+        if p["method"] not in ("safety", "magnitude"):
+            raise ConfigError(f"{w}.method: {p['method']!r} must be safety or magnitude")
+        kw["method"] = p["method"]
+    if "ratio" in p:
+        kw["ratio"] = _number(p, "ratio", w, float, 0.0, 0.9)
+    if "ratios" in p:
+        ratios = _check(p["ratios"], set(p["ratios"] or {}), f"{w}.ratios")
+        kw["ratios"] = {str(k): _number(ratios, k, f"{w}.ratios", float, 0.0, 0.9) for k in ratios}
+    if "calibration_batches" in p:
+        kw["calibration_batches"] = _number(p, "calibration_batches", w, int, 1)
+    if "protect_share" in p:
+        kw["protect_share"] = _number(p, "protect_share", w, float, 0.0, 1.0)
+    if "round_to" in p:
+        kw["round_to"] = _number(p, "round_to", w, int, 1, 64)
+    protect = tuple(p.get("protect", SAFETY_CLASSES[task]))
+    from airside_perception import classes
+
+    names = classes.CLASS_NAMES if task == "segmentation" else classes.DETECTION_CLASS_NAMES
+    for c in protect:
+        if c not in names:
+            raise ConfigError(f"{w}.protect: '{c}' is not a {task} class ({', '.join(names)})")
+    kw["protect"] = protect
+    return PruneStep(**kw)
 
 
 def parse(data: Any, path: str = "recipe") -> Recipe:
@@ -169,36 +213,9 @@ def parse(data: Any, path: str = "recipe") -> Recipe:
                            "base_checkpoint": str(base["checkpoint"]), "teacher": str(d.get("teacher", "base")),
                            "path": path}
     if d.get("prune") is not None:
-        w = f"{where}.prune"
-        p = _check(d["prune"], {"method", "ratio", "ratios", "calibration_batches", "protect_share", "protect",
-                                "round_to"}, w)
-        kw: Dict[str, Any] = {}
-        if "method" in p:
-            if p["method"] not in ("safety", "magnitude"):
-                raise ConfigError(f"{w}.method: {p['method']!r} must be safety or magnitude")
-            kw["method"] = p["method"]
-        if "ratio" in p:
-            kw["ratio"] = _number(p, "ratio", w, float, 0.0, 0.9)
-        if "ratios" in p:
-            ratios = _check(p["ratios"], set(p["ratios"] or {}), f"{w}.ratios")
-            kw["ratios"] = {str(k): _number(ratios, k, f"{w}.ratios", float, 0.0, 0.9) for k in ratios}
-        if "calibration_batches" in p:
-            kw["calibration_batches"] = _number(p, "calibration_batches", w, int, 1)
-        if "protect_share" in p:
-            kw["protect_share"] = _number(p, "protect_share", w, float, 0.0, 1.0)
-        if "round_to" in p:
-            kw["round_to"] = _number(p, "round_to", w, int, 1, 64)
-        protect = tuple(p.get("protect", SAFETY_CLASSES[task]))
-        from airside_perception import classes
-
-        names = classes.CLASS_NAMES if task == "segmentation" else classes.DETECTION_CLASS_NAMES
-        for c in protect:
-            if c not in names:
-                raise ConfigError(f"{w}.protect: '{c}' is not a {task} class ({', '.join(names)})")
-        kw["protect"] = protect
-        out["prune"] = PruneStep(**kw)
+        out["prune"] = _prune_step(d["prune"], f"{where}.prune", task)
     if d.get("distill") is not None:
-        out["distill"] = _distill_step(d["distill"], f"{where}.distill")
+        out["distill"] = _distill_step(d["distill"], f"{where}.distill", task)
     if d.get("sparsity") is not None:
         w = f"{where}.sparsity"
         p = _check(d["sparsity"], {"steps", "batch", "lr", "pattern"}, w)

@@ -69,7 +69,11 @@ def test_distill_stages_parse_inherit_and_name_their_errors():
     for bad, needle in (({"then": [{"from": "teacher"}]}, "then[0].from"),
                         ({"then": [{"stpes": 3}]}, "then[0].stpes"),
                         ({"then": {"steps": 3}}, "distill.then must be a list"),
-                        ({"control": False, "then": [{"from": "alone"}]}, "needs the control")):
+                        ({"control": False, "then": [{"from": "alone"}]}, "needs the control"),
+                        ({"control": False, "keep": "alone"}, "keep: alone needs the control"),
+                        ({"keep": "best"}, "distill.keep"),
+                        ({"then": [{"prune": {"ratios": {"mlp.0": 1.5}}}]}, "then[0].prune.ratios"),
+                        ({"then": [{"prune": {"protect": ["dog"]}}]}, "then[0].prune.protect")):
         with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
             recipe.parse({**BASE, "distill": bad}, "r.yaml")
 
@@ -96,3 +100,34 @@ def test_two_distill_stages_run_in_order_from_the_control(tmp_path):
     changed = [not torch.equal(a, b) for a, b in zip(net.state_dict().values(), base.state_dict().values())]
     assert any(changed)
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), alone.state_dict().values()))
+
+
+def test_a_later_stage_prunes_its_start_and_keep_alone_returns_the_control(tmp_path):
+    """The route of segmentation 2.2.0 in one recipe: a second stage that first prunes the first
+    stage's control (only the per-point head), then trains it distilled and alone; with
+    ``keep: alone`` the control is the step's result and the distilled twin stays beside it."""
+    import torch
+
+    from airside_perception.compression.pipeline import Compressor
+    from airside_perception.training import checkpoint
+
+    r = recipe.parse({**BASE, "base": {"version": "1.2.0", "checkpoint": os.path.join(
+        ROOT, "models", "segmentation-1.0.0.pt")}, "teacher": "base",
+        "distill": {"steps": 1, "batch": 1, "lr": 0.001, "keep": "alone", "then": [
+            {"from": "alone", "steps": 1, "prune": {"ratio": 0.0, "ratios": {"mlp.0": 0.5}, "calibration_batches": 1,
+                                                    "protect": ["person"]}}]}})
+    assert r.distill.stages()[1].prune.ratios == {"mlp.0": 0.5} and r.distill.keep == "alone"
+    c = Compressor(r, "9.9.9", str(tmp_path / "engines"), work_dir=str(tmp_path / "work"), workers=0,
+                   progress=False, log=lambda *_: None)
+    net = c.train()
+    report = c.state["steps"]["distill"]
+    assert report["keep"] == "alone"
+    assert report["stages"][0]["pruned"] is None
+    assert report["stages"][1]["pruned"]["params_after"] < report["stages"][1]["pruned"]["params_before"]
+    assert net.mlp[0].out_features == 24 and net.mlp[2].in_features == 24  # 48 -> 24; the backbone as it was
+    assert net.backbone.stem[0][0].out_channels == 24
+    alone = checkpoint.load_network("segmentation", str(tmp_path / "work" / "distill-alone.pt"))
+    twin = checkpoint.load_network("segmentation", str(tmp_path / "work" / "distill-distilled.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), alone.state_dict().values()))
+    assert twin.mlp[0].out_features == 24
+    assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
