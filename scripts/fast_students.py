@@ -97,7 +97,7 @@ def main() -> int:
     ap.add_argument("--json", required=True)
     ap.add_argument("--start", default=os.path.join(ROOT, "models/segmentation-2.0.0.pt"))
     ap.add_argument("--teacher", default=os.path.join(ROOT, "models/teachers/segmentation.pt"))
-    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--steps", type=int, default=3200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--students", nargs="+", default=["p50", "h16"], help="p50, hN (one layer of N), mA-B (pruned)")
