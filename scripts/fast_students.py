@@ -28,6 +28,7 @@ there only scores. Needs a GPU for the training (CPU works, slowly).
 
 import argparse
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ sys.path.insert(0, HERE)
 
 from cross_modal import score, test_scan  # noqa: E402
 
+from airside_perception.compression.recipe import SAFETY_CLASSES  # noqa: E402
 from airside_perception.sim.world import split_seeds  # noqa: E402
 from airside_perception.training import checkpoint, distill, models  # noqa: E402
 
@@ -74,7 +76,7 @@ def pruned_mlp(net: models.SegmentationNet, widths, batches, device) -> models.S
     names = [n for n, m in out.named_modules() if any(m is h for h in hidden)]
     ratios = {n: 1.0 - w / h.out_features for n, h, w in zip(names, hidden, widths)}
     prune.prune(out, "segmentation", "safety", 0.0, batches=batches, device=device, ratios=ratios,
-                protect=("person", "fod", "cone", "aircraft"), protect_share=0.2, round_to=1)
+                protect=SAFETY_CLASSES["segmentation"], protect_share=0.2, round_to=1)
     got = [m.out_features for m in out.mlp if isinstance(m, nn.Linear)][:-1]
     if got != list(widths):
         raise SystemExit(f"pruning gave point-MLP widths {got}, not {list(widths)}")
@@ -115,7 +117,8 @@ def main() -> int:
     timings = {}
     if not os.path.isfile(path):
         torch.manual_seed(args.seed)
-        calibration = lambda: [b for _, b in zip(range(8), distill.sim_batches(4, args.workers, 95_000))]  # noqa
+        calibration = functools.lru_cache(maxsize=None)(  # simulated once, for every pruned student
+            lambda: [b for _, b in zip(range(8), distill.sim_batches(4, args.workers, 95_000))])
         starts = {spec: student(spec, start, calibration, device) for spec in args.students}
         teacher = checkpoint.load_network("segmentation", args.teacher, "teacher").to(device)
         jobs = []
@@ -128,14 +131,8 @@ def main() -> int:
         distill.train_jobs(jobs, distill.sim_batches(args.batch, args.workers, args.seed * 10_000,
                                                      reuse=args.reuse), args.steps, device, desc="students")
         timings["train_s"] = round(time.time() - t0, 1)
-        nets = {}
-        for j in jobs:
-            net = j.distiller.student.cpu().eval()
-            for m in net.modules():
-                m._forward_hooks.clear()
-                m._forward_pre_hooks.clear()
-            nets[j.name] = net
-        torch.save(nets, path)
+        # train_jobs released the feature taps: the students are plain modules again
+        torch.save({j.name: j.distiller.student.cpu().eval() for j in jobs}, path)
         with open(os.path.join(args.out_dir, "curves.json"), "w") as fh:
             json.dump({j.name: j.curve for j in jobs}, fh)
     nets = torch.load(path, map_location="cpu", weights_only=False)

@@ -121,7 +121,6 @@ class Compressor:
             seed = 1000 * (i + 1)  # each step draws its own training scenes
             if step == "prune":
                 report = self._prune(net, r.prune, "prune")
-                net = net.cpu()
             elif step == "distill":
                 d = r.distill
                 teacher = self._teacher(base)
@@ -130,7 +129,7 @@ class Compressor:
                 for k, stage in enumerate(d.stages()):
                     pruned = None
                     if k:  # a later stage: both jobs start from the stage before's distilled or alone network
-                        start = copy.deepcopy(control if stage.start == "alone" else net)
+                        start = control if stage.start == "alone" else net  # both jobs get copies below
                         if stage.prune is not None:  # pruned again first (e.g. only the per-point head)
                             pruned = self._prune(start, stage.prune, f"distill {k + 1}")
                         net = copy.deepcopy(start)

@@ -140,11 +140,7 @@ _DISTILL_WEIGHTS = {"temperature", "alpha", "heatmap_weight", "box_weight", "box
 def _distill_step(data: Any, where: str, task: str) -> DistillStep:
     p = _check(data, {"steps", "batch", "lr", "control", "then", "keep"} | _DISTILL_WEIGHTS, where)
     first = _distill_stage(p, where, DistillStep(), "distilled", bool(p.get("control", True)))
-    keep = str(p.get("keep", "distilled"))
-    if keep not in ("distilled", "alone"):
-        raise ConfigError(f"{where}.keep: {keep!r} must be distilled or alone")
-    if keep == "alone" and not first.control:
-        raise ConfigError(f"{where}.keep: alone needs the control (distill.control: true)")
+    keep = _which_network(p, "keep", where, first.control)
     stages, before = [], first
     then = p.get("then") or []
     if not isinstance(then, list):
@@ -152,16 +148,22 @@ def _distill_step(data: Any, where: str, task: str) -> DistillStep:
     for i, stage in enumerate(then):
         w = f"{where}.then[{i}]"
         q = _check(stage, {"steps", "batch", "lr", "from", "prune"} | _DISTILL_WEIGHTS, w)
-        start = str(q.get("from", "distilled"))
-        if start not in ("distilled", "alone"):
-            raise ConfigError(f"{w}.from: {start!r} must be distilled or alone")
-        if start == "alone" and not first.control:
-            raise ConfigError(f"{w}.from: alone needs the control (distill.control: true)")
+        start = _which_network(q, "from", w, first.control)
         before = _distill_stage(q, w, before, start, first.control)
         if q.get("prune") is not None:
             before = dataclasses.replace(before, prune=_prune_step(q["prune"], f"{w}.prune", task))
         stages.append(before)
     return dataclasses.replace(first, then=tuple(stages), keep=keep)
+
+
+def _which_network(p: dict, key: str, where: str, control: bool) -> str:
+    """``p[key]``: "distilled" (the default) or "alone", which needs the control."""
+    value = str(p.get(key, "distilled"))
+    if value not in ("distilled", "alone"):
+        raise ConfigError(f"{where}.{key}: {value!r} must be distilled or alone")
+    if value == "alone" and not control:
+        raise ConfigError(f"{where}.{key}: alone needs the control (distill.control: true)")
+    return value
 
 
 def _distill_stage(p: dict, where: str, before: DistillStep, start: str, control: bool) -> DistillStep:
