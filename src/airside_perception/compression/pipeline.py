@@ -8,12 +8,12 @@ calibrated starting point, for comparison) are variants of it for the GPU and IN
 
 Training steps run in PyTorch (a CUDA GPU when present) and checkpoint into a work directory
 (``<engines>/<task>/.compress-<V>/`` unless ``--work-dir``): ``state.json`` lists the finished
-steps, and a rerun resumes after the last one, here or on another machine (copy the work
-directory). ``--stop-after STEP`` ends after a training step (train on a GPU machine, finish
-on the machine the engines are measured on). The export phase writes, for each step,
-each version directory with manifest, golden inputs, metrics on the test split
-and a gate report against the recipe's base version, then ``compression_report.md`` (+ .json,
-plots) into ``<V>``.
+steps (and the finished stages of a staged distillation), and a rerun resumes after the last
+one, here or on another machine (copy the work directory). ``--stop-after STEP`` ends after a
+training step (train on a GPU machine, finish on the machine the engines are measured on). The
+export phase writes, for each step, each version directory with manifest, golden inputs,
+metrics on the test split and a gate report against the recipe's base version, then
+``compression_report.md`` (+ .json, plots) into ``<V>``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,23 @@ class Compressor:
     def _net_path(self, step: str) -> str:
         return os.path.join(self.work, f"{step}.pt")
 
+    def _stage_path(self, k: int, name: str) -> str:
+        return os.path.join(self.work, f"distill-stage{k + 1}-{name}.pt")
+
+    def _save_stage(self, k: int, net, control, report: Dict) -> None:
+        """A finished distillation stage: its networks, then its report in state.json (in that
+        order, so a crash between the two repeats the stage rather than loses it)."""
+        checkpoint.save_network(net, self._stage_path(k, "distilled"))
+        if control is not None:
+            checkpoint.save_network(control, self._stage_path(k, "alone"))
+        self.state.setdefault("distill_stages", []).append(report)
+        self._save_state()
+
+    def _load_stage(self, k: int, with_control: bool):
+        net = checkpoint.load_network(self.task, self._stage_path(k, "distilled"))
+        control = checkpoint.load_network(self.task, self._stage_path(k, "alone")) if with_control else None
+        return net, control
+
     # ------------------------------------------------------------------ training steps
     def _batches(self, batch: int, seed: int):
         return sim_batches(batch, self.workers, seed, reuse=self.reuse)
@@ -126,7 +143,15 @@ class Compressor:
                 teacher = self._teacher(base)
                 control = copy.deepcopy(net) if d.control else None  # before the teacher's hooks attach
                 report = {"steps": d.steps, "batch": d.batch, "teacher": r.teacher, "stages": []}
+                finished = self.state.setdefault("distill_stages", [])  # stages of an interrupted run
                 for k, stage in enumerate(d.stages()):
+                    if k < len(finished):  # resumed: this stage's networks are in the work dir
+                        report["stages"].append(finished[k])
+                        if k == len(finished) - 1:
+                            net, control = self._load_stage(k, control is not None)
+                        self.log(f"[distill {k + 1}/{len(d.stages())}] done earlier: "
+                                 f"{self._stage_path(k, 'distilled')}")
+                        continue
                     pruned = None
                     if k:  # a later stage: both jobs start from the stage before's distilled or alone network
                         start = control if stage.start == "alone" else net  # both jobs get copies below
@@ -145,6 +170,7 @@ class Compressor:
                                              "lr": stage.lr, "alpha": stage.recipe.alpha,
                                              "temperature": stage.recipe.temperature, "pruned": pruned,
                                              "curves": {j.name: j.curve for j in jobs}})
+                    self._save_stage(k, net, control, report["stages"][-1])
                 if control is not None:
                     checkpoint.save_network(control, self._net_path("distill-alone"))
                 report["keep"] = d.keep
@@ -173,6 +199,8 @@ class Compressor:
                 main = net
             self.state["done"].append(step)
             self.state["steps"][step] = report
+            if step == "distill":
+                self.state.pop("distill_stages", None)  # the step's report holds them now
             self._save_state()
             if stop_after == step:
                 self.log(f"stopped after {step}: rerun without --stop-after to continue (work dir {self.work})")

@@ -131,3 +131,50 @@ def test_a_later_stage_prunes_its_start_and_keep_alone_returns_the_control(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), alone.state_dict().values()))
     assert twin.mlp[0].out_features == 24
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
+
+
+def test_an_interrupted_staged_distillation_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):
+    """A crash in the second stage (of a pruned start) loses only that stage: the rerun loads the
+    first stage's networks from the work directory and trains the second one alone."""
+    import torch
+
+    from airside_perception.compression import pipeline
+    from airside_perception.training import checkpoint
+
+    r = recipe.parse({**BASE, "base": {"version": "1.2.0", "checkpoint": os.path.join(
+        ROOT, "models", "segmentation-1.0.0.pt")}, "teacher": "base",
+        "distill": {"steps": 1, "batch": 1, "lr": 0.001, "keep": "alone", "then": [
+            {"from": "alone", "steps": 1, "prune": {"ratio": 0.0, "ratios": {"mlp.0": 0.5}, "calibration_batches": 1,
+                                                    "protect": ["person"]}}]}})
+    real = pipeline.train_jobs
+    calls = []
+
+    def crash_in_stage_2(jobs, batches, steps, device, **kw):
+        calls.append(kw["desc"])
+        if kw["desc"].startswith("distill 2"):
+            raise KeyboardInterrupt("power cut")
+        real(jobs, batches, steps, device, **kw)
+
+    def new():
+        return pipeline.Compressor(r, "9.9.9", str(tmp_path / "engines"), work_dir=str(tmp_path / "work"),
+                                   workers=0, progress=False, log=lambda *_: None)
+
+    monkeypatch.setattr(pipeline, "train_jobs", crash_in_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        new().train()
+    assert calls == ["distill 1/2", "distill 2/2"]
+    stage1 = checkpoint.load_network("segmentation", str(tmp_path / "work" / "distill-stage1-alone.pt"))
+    assert stage1.mlp[0].out_features == 48  # saved before the second stage pruned its start
+
+    monkeypatch.setattr(pipeline, "train_jobs", lambda *a, **kw: (calls.append(kw["desc"]), real(*a, **kw)))
+    c = new()
+    net = c.train()
+    assert calls[2:] == ["distill 2/2"]  # the first stage was not trained again
+    stages = c.state["steps"]["distill"]["stages"]
+    assert len(stages) == 2 and stages[1]["pruned"]["params_after"] < stages[1]["pruned"]["params_before"]
+    assert "distill_stages" not in c.state and c.state["done"] == ["distill"]
+    assert net.mlp[0].out_features == 24
+    # the second stage started from the saved first-stage control (same backbone shape) and trained it
+    assert net.backbone.stem[0][0].out_channels == stage1.backbone.stem[0][0].out_channels
+    assert any(not torch.equal(a, b) for a, b in zip(net.backbone.state_dict().values(),
+                                                     stage1.backbone.state_dict().values()))
