@@ -45,6 +45,21 @@ class TaskResult:
     features: Dict[str, float] = field(default_factory=dict)  # output statistics for the trust monitor
 
 
+def largest(logits: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest values of a ``(1, C, H, W)`` map, in no order. The per-cell maximum
+    over the classes is a subset of the map, so its ``k``-th largest value bounds the map's from
+    below: only the values at or above it (a few dozen) are partitioned, not all C x H x W."""
+    flat = logits.reshape(-1)
+    if len(flat) <= k:
+        return flat
+    cell_max = logits.reshape(logits.shape[-3], -1).max(axis=0)
+    if len(cell_max) <= k:
+        return np.partition(flat, len(flat) - k)[-k:]
+    bound = np.partition(cell_max, len(cell_max) - k)[len(cell_max) - k]
+    above = flat[flat >= bound]
+    return np.partition(above, len(above) - k)[-k:]
+
+
 def _check_finite(outputs: Mapping[str, np.ndarray], manifest: Manifest) -> None:
     for name, value in outputs.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -103,13 +118,10 @@ class TaskEngine:
                     "features": trust.segmentation_features(top, scores)}
         if self.task == "detection":
             heat = outputs["heatmap"]
-            boxes = decode_centerpoint(heat, outputs["regression"], self.decode)
             p = 1.0 / (1.0 + np.exp(-heat))
-            flat = heat.reshape(-1)
-            peaks = np.partition(flat, len(flat) - trust.DETECTION_PEAKS)[-trust.DETECTION_PEAKS:] \
-                if len(flat) > trust.DETECTION_PEAKS else flat
+            boxes = decode_centerpoint(heat, outputs["regression"], self.decode, heat=p[0])
             return {"boxes": boxes, "confidence": float(np.maximum(p, 1 - p).mean()),
-                    "features": trust.cell_features("det", p.max(axis=1), peaks)}
+                    "features": trust.cell_features("det", p.max(axis=1), largest(heat, trust.DETECTION_PEAKS))}
         grid: OccupancyGrid2D = decode_occupancy(outputs["occupancy_logits"], self.bev_spec.half_extent_m,
                                                  self.bev_spec.resolution_m, self.occ_half_extent_m,
                                                  self.occ_threshold)
