@@ -26,7 +26,13 @@ from airside_perception.ops.bev import encode
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
 from airside_perception.sim.world import Scan, make_scan, split_seeds
 from airside_perception.stats import Percentiles, time_calls
-from airside_perception.tools.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
+from airside_perception.tools.metrics import (
+    PERSON_MATCH_M,
+    DetectionMeter,
+    OccupancyMeter,
+    SegmentationMeter,
+    match_centres,
+)
 
 NEAR_M = 20.0
 MIN_PERSON_POINTS = 5
@@ -50,20 +56,19 @@ def _near_persons(scan: Scan) -> List[int]:
 
 
 def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: float) -> Set[int]:
-    """Indices of the near-field persons of ``scan`` that ``result`` finds."""
-    found = set()
-    for i in _near_persons(scan):
-        if task == "segmentation":
-            mine = scan.object_ids == i
-            if (result.labels[mine] == classes.PERSON).mean() >= 0.5:
-                found.add(i)
-        else:
-            b = result.boxes
-            is_person = b.labels == classes.DETECTION_CLASS_NAMES.index("person")
-            person = b.boxes[is_person & (b.scores >= score_threshold)]
-            if len(person) and np.hypot(*(person[:, :2] - scan.boxes[i, :2]).T).min() <= 1.0:
-                found.add(i)
-    return found
+    """Indices of the near-field persons of ``scan`` that ``result`` finds: segmentation, half of
+    a person's points labelled person; detection, a confident person box matched one-to-one
+    (against every person of the scan, near or not) within ``PERSON_MATCH_M`` of its centre."""
+    if task == "segmentation":
+        return {i for i in _near_persons(scan)
+                if (result.labels[scan.object_ids == i] == classes.PERSON).mean() >= 0.5}
+    b = result.boxes
+    person = (b.labels == classes.DETECTION_CLASS_NAMES.index("person")) & (b.scores >= score_threshold)
+    objects = [i for i, (lab, n) in enumerate(zip(scan.box_labels, scan.box_points))
+               if lab == classes.PERSON and n >= MIN_PERSON_POINTS]
+    taken = match_centres(scan.boxes[objects, :2], b.boxes[person, :2], b.scores[person], PERSON_MATCH_M)
+    near = set(_near_persons(scan))
+    return {i for i, hit in zip(objects, taken) if hit and i in near}
 
 
 class _Run:

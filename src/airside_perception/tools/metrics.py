@@ -13,6 +13,24 @@ from airside_perception import classes
 AP_DISTANCES_M = (0.5, 1.0, 2.0, 4.0)
 MIN_GT_POINTS = 5
 NEAR_FIELD_M = 20.0
+#: A person counts as found when a confident person box, matched one-to-one, has its centre this close.
+PERSON_MATCH_M = 1.0
+
+
+def match_centres(truth_xy: np.ndarray, det_xy: np.ndarray, det_scores: np.ndarray, max_dist_m: float) -> np.ndarray:
+    """One-to-one BEV centre matching, as AP matches: detections in descending score each take
+    the nearest object not yet taken within ``max_dist_m``. Returns, per object, whether a
+    detection took it. One box between two persons counts for one of them, not both."""
+    taken = np.zeros(len(truth_xy), bool)
+    if len(truth_xy) == 0:
+        return taken
+    for i in np.argsort(-np.asarray(det_scores), kind="stable"):
+        dist = np.hypot(truth_xy[:, 0] - det_xy[i, 0], truth_xy[:, 1] - det_xy[i, 1])
+        dist[taken] = np.inf
+        j = int(np.argmin(dist))
+        if dist[j] <= max_dist_m:
+            taken[j] = True
+    return taken
 
 
 class SegmentationMeter:
@@ -87,12 +105,11 @@ class DetectionMeter:
                         taken[j] = True
                     stats.matched[d].append(bool(hit))
             if name == "person":
-                near = g[np.hypot(g[:, 0], g[:, 1]) < NEAR_FIELD_M]
-                confident = p[s >= recall_threshold]
-                self.near_persons += len(near)
-                for box in near:
-                    if len(confident) and np.hypot(*(confident[:, :2] - box[:2]).T).min() <= 1.0:
-                        self.near_persons_found += 1
+                near = np.hypot(g[:, 0], g[:, 1]) < NEAR_FIELD_M
+                confident = s >= recall_threshold
+                found = match_centres(g[:, :2], p[confident, :2], s[confident], PERSON_MATCH_M)
+                self.near_persons += int(near.sum())
+                self.near_persons_found += int((found & near).sum())
 
     @staticmethod
     def _ap(scores: List[float], matched: List[bool], n_gt: int) -> float:
