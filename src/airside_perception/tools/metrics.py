@@ -17,20 +17,27 @@ NEAR_FIELD_M = 20.0
 PERSON_MATCH_M = 1.0
 
 
-def match_centres(truth_xy: np.ndarray, det_xy: np.ndarray, det_scores: np.ndarray, max_dist_m: float) -> np.ndarray:
-    """One-to-one BEV centre matching, as AP matches: detections in descending score each take
-    the nearest object not yet taken within ``max_dist_m``. Returns, per object, whether a
-    detection took it. One box between two persons counts for one of them, not both."""
+def _greedy_match(truth_xy: np.ndarray, det_xy: np.ndarray, order: np.ndarray, max_dist_m: float):
+    """Detections in ``order`` each take the nearest object not yet taken within ``max_dist_m``:
+    (per object, taken; per detection in ``order``, whether it took one)."""
     taken = np.zeros(len(truth_xy), bool)
+    hits = np.zeros(len(order), bool)
     if len(truth_xy) == 0:
-        return taken
-    for i in np.argsort(-np.asarray(det_scores), kind="stable"):
+        return taken, hits
+    for k, i in enumerate(order):
         dist = np.hypot(truth_xy[:, 0] - det_xy[i, 0], truth_xy[:, 1] - det_xy[i, 1])
         dist[taken] = np.inf
         j = int(np.argmin(dist))
         if dist[j] <= max_dist_m:
-            taken[j] = True
-    return taken
+            taken[j] = hits[k] = True
+    return taken, hits
+
+
+def match_centres(truth_xy: np.ndarray, det_xy: np.ndarray, det_scores: np.ndarray, max_dist_m: float) -> np.ndarray:
+    """One-to-one BEV centre matching, as AP matches: detections in descending score each take
+    the nearest object not yet taken within ``max_dist_m``. Returns, per object, whether a
+    detection took it. One box between two persons counts for one of them, not both."""
+    return _greedy_match(truth_xy, det_xy, np.argsort(-np.asarray(det_scores), kind="stable"), max_dist_m)[0]
 
 
 class SegmentationMeter:
@@ -92,18 +99,7 @@ class DetectionMeter:
             order = np.argsort(-s)
             stats.scores.extend(s[order].tolist())
             for d in AP_DISTANCES_M:
-                taken = np.zeros(len(g), bool)
-                for i in order:
-                    if len(g) == 0:
-                        stats.matched[d].append(False)
-                        continue
-                    dist = np.hypot(g[:, 0] - p[i, 0], g[:, 1] - p[i, 1])
-                    dist[taken] = np.inf
-                    j = int(np.argmin(dist))
-                    hit = dist[j] <= d
-                    if hit:
-                        taken[j] = True
-                    stats.matched[d].append(bool(hit))
+                stats.matched[d].extend(_greedy_match(g[:, :2], p[:, :2], order, d)[1].tolist())
             if name == "person":
                 near = np.hypot(g[:, 0], g[:, 1]) < NEAR_FIELD_M
                 confident = s >= recall_threshold
