@@ -102,14 +102,17 @@ def test_nan_engine_passes_golden_validation_then_rolls_back_automatically(root,
     host.close()
 
 
-def test_fifty_swaps_keep_memory_flat(root, tmp_path):
+def test_thirty_swaps_keep_memory_flat(root, tmp_path):
+    """Each swap loads, validates and retires an engine (about 2 s here); 30 of them after the
+    warm-up show a leak of 1 MB per swap against the 10 % allowance (the graph's soak runs hold
+    swaps for minutes)."""
     ctl, host, _ = _controller(root, tmp_path, tasks=("occupancy",))
     proc = psutil.Process()
     versions = ["1.1.0", "1.0.0"]  # the same network: FP32 both, equally fast
     for i in range(6):  # warm-up: allocator pools and ONNX Runtime arenas settle
         assert ctl.swap("occupancy", os.path.join(root, "occupancy", versions[i % 2])).success
     before = proc.memory_info().rss
-    for i in range(50):
+    for i in range(30):
         out = ctl.swap("occupancy", os.path.join(root, "occupancy", versions[i % 2]))
         assert out.success, out.message
     after = proc.memory_info().rss
