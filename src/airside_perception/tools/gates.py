@@ -27,6 +27,8 @@ from airside_perception.pipelines.tasks import TaskEngine, TaskResult
 from airside_perception.sim.world import Scan, make_scan, split_seeds
 from airside_perception.stats import Percentiles, time_calls
 from airside_perception.tools.metrics import (
+    MIN_GT_POINTS,
+    NEAR_FIELD_M,
     PERSON_MATCH_M,
     DetectionMeter,
     OccupancyMeter,
@@ -34,8 +36,6 @@ from airside_perception.tools.metrics import (
     match_centres,
 )
 
-NEAR_M = 20.0
-MIN_PERSON_POINTS = 5
 LATENCY_CLOUDS = 8
 LATENCY_RUNS = 200
 LATENCY_WARMUP = 5
@@ -52,7 +52,7 @@ class Gate:
 
 def _near_persons(scan: Scan) -> List[int]:
     return [i for i, (b, lab, n) in enumerate(zip(scan.boxes, scan.box_labels, scan.box_points))
-            if lab == classes.PERSON and n >= MIN_PERSON_POINTS and np.hypot(b[0], b[1]) < NEAR_M]
+            if lab == classes.PERSON and n >= MIN_GT_POINTS and np.hypot(b[0], b[1]) < NEAR_FIELD_M]
 
 
 def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: float) -> Set[int]:
@@ -65,7 +65,7 @@ def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: fl
     b = result.boxes
     person = (b.labels == classes.DETECTION_CLASS_NAMES.index("person")) & (b.scores >= score_threshold)
     objects = [i for i, (lab, n) in enumerate(zip(scan.box_labels, scan.box_points))
-               if lab == classes.PERSON and n >= MIN_PERSON_POINTS]
+               if lab == classes.PERSON and n >= MIN_GT_POINTS]
     taken = match_centres(scan.boxes[objects, :2], b.boxes[person, :2], b.scores[person], PERSON_MATCH_M)
     near = set(_near_persons(scan))
     return {i for i, hit in zip(objects, taken) if hit and i in near}
