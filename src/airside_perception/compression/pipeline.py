@@ -1,6 +1,6 @@
 """``engine_tool compress``: a recipe's steps in order, every intermediate a version directory.
 
-    prune -> distill -> (2:4 sparsity | QAT) -> export
+    prune -> head -> distill -> (2:4 sparsity | QAT) -> export
 
 The float network after pruning and distillation is ``<V>``; the 2:4-sparse fine-tune
 (``<V>-sparse``) and the quantization-aware INT8 network (``<V>-int8``, with ``<V>-ptq``, its
@@ -94,8 +94,8 @@ class Compressor:
         return net, control
 
     # ------------------------------------------------------------------ training steps
-    def _batches(self, batch: int, seed: int):
-        return sim_batches(batch, self.workers, seed, reuse=self.reuse)
+    def _batches(self, batch: int, seed: int, net: torch.nn.Module):
+        return sim_batches(batch, self.workers, seed, reuse=self.reuse, det_stride=getattr(net, "stride", 2))
 
     def _calibration(self, n: int, batch: int = 4) -> List[Dict[str, torch.Tensor]]:
         it = sim_batches(batch, min(self.workers, 4), CALIBRATION_SEED)
@@ -129,7 +129,7 @@ class Compressor:
             if step in ("sparsity", "qat"):  # variants of the float network, each from it
                 net = copy.deepcopy(main)
             if step in self.state["done"]:
-                if step in ("prune", "distill"):
+                if step in ("prune", "head", "distill"):
                     main = checkpoint.load_network(self.task, self._net_path(step))
                     net = copy.deepcopy(main)
                 self.log(f"[{step}] done earlier: {self._net_path(step)}")
@@ -138,6 +138,12 @@ class Compressor:
             seed = 1000 * (i + 1)  # each step draws its own training scenes
             if step == "prune":
                 report = self._prune(net, r.prune, "prune")
+            elif step == "head":
+                before = models.count_params(net)
+                models.with_fine_head(net, r.head.width)
+                self.log(f"[head] heads at 0.4 m (fine width {r.head.width}): {before} -> "
+                         f"{models.count_params(net)} parameters")
+                report = {"stride": 1, "width": r.head.width, "params_before": before}
             elif step == "distill":
                 d = r.distill
                 teacher = self._teacher(base)
@@ -162,7 +168,7 @@ class Compressor:
                     jobs = [Job("distilled", Distiller(net, teacher, adaptor, stage.recipe), stage.lr)]
                     if control is not None:
                         jobs.append(Job("alone", Distiller(control, None, adaptor, stage.recipe), stage.lr))
-                    train_jobs(jobs, self._batches(stage.batch, seed + 100 * k), stage.steps, self.device,
+                    train_jobs(jobs, self._batches(stage.batch, seed + 100 * k, net), stage.steps, self.device,
                                progress=self.progress, desc=f"distill {k + 1}/{len(d.stages())}")
                     net = jobs[0].distiller.student.cpu()
                     control = jobs[1].distiller.student.cpu() if control is not None else None
@@ -183,7 +189,7 @@ class Compressor:
                 teacher = self._teacher(base) if r.distill else None
                 job = Job("sparse", Distiller(net, teacher, adaptor, distill_recipe), s.lr,
                           after_step=lambda student, m=masks: sparsity_mod.reapply(student, m))
-                train_jobs([job], self._batches(s.batch, seed), s.steps, self.device, progress=self.progress,
+                train_jobs([job], self._batches(s.batch, seed, net), s.steps, self.device, progress=self.progress,
                            desc="2:4 fine-tune")
                 net = job.distiller.student.cpu()
                 ok = all(sparsity_mod.is_2_4(net.get_submodule(n).weight) for n in masks)
@@ -195,7 +201,7 @@ class Compressor:
             report["seconds"] = round(time.time() - started, 1)
             report["params"] = models.count_params(net)
             checkpoint.save_network(net, self._net_path(step))
-            if step in ("prune", "distill"):
+            if step in ("prune", "head", "distill"):
                 main = net
             self.state["done"].append(step)
             self.state["steps"][step] = report
@@ -234,7 +240,7 @@ class Compressor:
         checkpoint.save_network(ptq, self._net_path("ptq"))  # calibrated, not fine-tuned: what PTQ gives
         teacher = self._teacher(base)
         job = Job("qat", Distiller(net, teacher, adaptor, distill_recipe), q.lr)
-        train_jobs([job], self._batches(q.batch, 5000), q.steps, self.device, progress=self.progress,
+        train_jobs([job], self._batches(q.batch, 5000, net), q.steps, self.device, progress=self.progress,
                    desc="QAT")
         net = job.distiller.student.cpu()
         qat_mod.freeze(net)

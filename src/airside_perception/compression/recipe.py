@@ -4,6 +4,7 @@
     base: {version: 1.2.0, checkpoint: models/segmentation-1.0.0.pt}
     teacher: models/teachers/segmentation.pt     # or "base": the base network teaches itself
     prune: {method: safety, ratio: 0.5, ratios: {mlp: 0.3}, calibration_batches: 8, protect_share: 0.2}
+    head: {stride: 1, width: 16}                 # detection only: new heads at 0.4 m instead of 0.8 m
     distill: {steps: 1500, batch: 8, lr: 0.001, temperature: 2.0, alpha: 0.5, control: true,
               features: [{student: backbone, teacher: backbone, weight: 1.0, loss: cosine}],
               then: [{from: alone, steps: 1500, lr: 0.001, alpha: 0.8},    # further stages
@@ -13,7 +14,10 @@
     qat: {steps: 600, lr: 0.0002, calibration_batches: 8, keep_float: auto, max_float_layers: 2, min_share: 0.2}
     evaluate: {scans: 200, frames: 200}
 
-Every step is optional; they run in the order prune -> distill -> sparsity -> qat -> export.
+Every step is optional; they run in the order prune -> head -> distill -> sparsity -> qat -> export.
+``head`` (detection) keeps the network's backbone and replaces its heatmap and box heads with
+untrained ones at 0.4 m (:func:`training.models.with_fine_head`): the distillation after it
+trains them, on targets at 0.4 m.
 ``distill.then`` adds stages run one after the other, each from the previous stage's distilled
 network or (``from: alone``) its control, with its own weights (``steps``, ``batch`` and ``lr``
 default to the stage before), optionally pruned first (``prune``, the keys of the prune step:
@@ -33,7 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from airside_perception.errors import ConfigError
 from airside_perception.training.distill import DistillRecipe
 
-STEPS = ("prune", "distill", "sparsity", "qat")
+STEPS = ("prune", "head", "distill", "sparsity", "qat")
 TASKS = ("segmentation", "detection", "occupancy")
 
 #: Classes whose channels safety-aware pruning protects, per task (the design's safety classes).
@@ -50,6 +54,12 @@ class PruneStep:
     protect_share: float = 0.2  # per safety class, the top share of channels by its importance is kept
     protect: Tuple[str, ...] = ()
     round_to: int = 4
+
+
+@dataclass(frozen=True)
+class HeadStep:
+    stride: int = 1  # output cell in BEV cells (0.4 m each)
+    width: int = 16  # channels of the fine head
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Recipe:
     base_checkpoint: str
     teacher: str  # a network file or "base"
     prune: Optional[PruneStep] = None
+    head: Optional[HeadStep] = None
     distill: Optional[DistillStep] = None
     sparsity: Optional[SparsityStep] = None
     qat: Optional[QatStep] = None
@@ -204,7 +215,7 @@ def _prune_step(data: Any, w: str, task: str) -> PruneStep:
 
 def parse(data: Any, path: str = "recipe") -> Recipe:
     where = os.path.basename(path)
-    d = _check(data, {"task", "base", "teacher", "prune", "distill", "sparsity", "qat", "evaluate"}, where)
+    d = _check(data, {"task", "base", "teacher", "prune", "head", "distill", "sparsity", "qat", "evaluate"}, where)
     task = d.get("task")
     if task not in TASKS:
         raise ConfigError(f"{where}.task: {task!r} must be one of {', '.join(TASKS)}")
@@ -216,6 +227,16 @@ def parse(data: Any, path: str = "recipe") -> Recipe:
                            "path": path}
     if d.get("prune") is not None:
         out["prune"] = _prune_step(d["prune"], f"{where}.prune", task)
+    if d.get("head") is not None:
+        w = f"{where}.head"
+        if task != "detection":
+            raise ConfigError(f"{w}: only detection has a head to refine (this recipe's task is {task})")
+        p = _check(d["head"], {"stride", "width"}, w)
+        if "stride" in p and _number(p, "stride", w, int) != 1:
+            raise ConfigError(f"{w}.stride: {p['stride']!r} must be 1 (0.4 m; 2 is the network without this step)")
+        out["head"] = HeadStep(width=_number(p, "width", w, int, 4, 128) if "width" in p else 16)
+        if d.get("distill") is None:
+            raise ConfigError(f"{w}: new heads are untrained; the recipe needs a distill step to train them")
     if d.get("distill") is not None:
         out["distill"] = _distill_step(d["distill"], f"{where}.distill", task)
     if d.get("sparsity") is not None:

@@ -36,6 +36,20 @@ def onnx_signature(model_path: str):
     return (tuple(_spec_of(a) for a in sess.get_inputs()), tuple(_spec_of(a) for a in sess.get_outputs()))
 
 
+def _postprocessing(task: str, inputs, outputs) -> Dict[str, Any]:
+    """The task's defaults; a detector's stride read from its heatmap's width against its input's."""
+    post = dict(DEFAULT_POSTPROCESSING[task])
+    if task == "detection":
+        size = {a.name: a.shape for a in inputs}.get("bev", (0,) * 4)[-1]
+        heat = {a.name: a.shape for a in outputs}.get("heatmap", (0,) * 4)[-1]
+        if isinstance(size, int) and isinstance(heat, int):  # symbolic sizes keep the default
+            if heat <= 0 or size % heat:
+                raise ManifestError(f"detection model: its heatmap's width {heat} does not divide its input's "
+                                    f"width {size}; export the heatmap at the input's size over 1, 2 or 4")
+            post["stride"] = size // heat
+    return post
+
+
 def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
                     metrics: Optional[Mapping[str, Any]] = None, bev: Optional[BevSpec] = None,
                     overwrite: bool = False, with_golden: bool = True) -> Manifest:
@@ -63,7 +77,7 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
         preprocessing={"encoder": "pillar_statistics", "half_extent_m": bev.half_extent_m,
                        "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
                        "max_pillars": bev.max_pillars, "intensity_max": bev.intensity_max},
-        postprocessing=DEFAULT_POSTPROCESSING[task], class_names=tuple(CLASS_NAMES[task]),
+        postprocessing=_postprocessing(task, inputs, outputs), class_names=tuple(CLASS_NAMES[task]),
         metrics=dict(metrics or {}), validation=validation, precision=precision, directory=target)
     write_manifest(manifest, target)
     return manifest

@@ -10,7 +10,9 @@ Losses (Hinton et al. 2015; FitNets, Romero et al. 2015; CenterPoint-KD):
   so that gradients keep their scale, mixed with the hard-label loss as
   ``alpha * hard + (1 - alpha) * soft``; detection, the teacher's heatmap probabilities as
   soft targets (mean squared error) plus L1 on the box regression where the teacher sees an
-  object centre; occupancy, the teacher's probabilities (at T) as soft BCE targets.
+  object centre (a student with a finer heatmap than its teacher's is compared through its
+  strongest sub-cell of each teacher cell, and its boxes learn from the labels); occupancy,
+  the teacher's probabilities (at T) as soft BCE targets.
 - features: chosen layers of both networks (module paths, e.g. ``backbone``), the student's
   passed through a learned projector (1x1 convolution or linear) to the teacher's width,
   compared after L2 normalisation over channels by cosine distance or squared error.
@@ -208,9 +210,15 @@ class DetectionAdaptor(TaskAdaptor):
         heat, reg = out
         t_heat, t_reg = teacher_out
         t_prob = torch.sigmoid(t_heat)
+        prob = torch.sigmoid(heat)
+        finer = heat.shape[-1] // t_heat.shape[-1]
+        if finer > 1:  # a student at 0.4 m under a 0.8 m teacher: its strongest sub-cell per teacher cell
+            prob = F.max_pool2d(prob, finer)
         # the heatmap is almost all background: weight cells by the teacher's confidence
         weight = 1.0 + 10.0 * t_prob.max(1, keepdim=True)[0]
-        heat_loss = (weight * (torch.sigmoid(heat) - t_prob) ** 2).sum() / weight.sum() * 100.0
+        heat_loss = (weight * (prob - t_prob) ** 2).sum() / weight.sum() * 100.0
+        if finer > 1:  # the teacher's box offsets are in its own cells: the boxes learn from the labels
+            return recipe.heatmap_weight * heat_loss
         centres = (t_prob.max(1, keepdim=True)[0] >= recipe.box_min_score).float()
         box_loss = (centres * (reg - t_reg).abs()).sum() / centres.sum().clamp(min=1) / reg.shape[1]
         return recipe.heatmap_weight * heat_loss + recipe.box_weight * box_loss
@@ -402,10 +410,11 @@ def replay(batches, size: int = 32, reuse: int = 1, seed: int = 0):
 
 
 def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1,
-                colour: bool = False, rank: int = 0, world: int = 1):
+                colour: bool = False, rank: int = 0, world: int = 1, det_stride: int = 2):
     """Endless simulated training batches (the train split), as :mod:`training.train` draws them
     (``reuse`` > 1: through :func:`replay`; ``colour``: with each point's camera colour; rank
-    ``rank`` of ``world`` simulates its own disjoint seeds)."""
+    ``rank`` of ``world`` simulates its own disjoint seeds; ``det_stride``: the detection
+    targets' cell, 1 for a network with the fine head)."""
     from torch.utils.data import DataLoader
 
     from airside_perception.ops.bev import BevSpec
@@ -413,7 +422,7 @@ def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool =
     from airside_perception.training.train import SimStream, collate
 
     stream = SimStream(BevSpec(), start_seed, Randomization() if randomize else None, rank=rank, world=world,
-                       colour=colour)
+                       colour=colour, det_stride=det_stride)
     loader = DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate,
                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
     return replay(iter(loader), reuse=reuse, seed=start_seed) if reuse > 1 else iter(loader)

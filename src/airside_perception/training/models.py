@@ -80,25 +80,71 @@ class SegmentationNet(nn.Module):
         return self.mlp(torch.cat([ctx_pts, raw_pts, point_features], dim=1))
 
 
-class DetectionNet(nn.Module):
-    """CenterPoint head on the BEV backbone: class heatmaps and box regression at 0.8 m.
+class FineHead(nn.Module):
+    """Detection features at 0.4 m: the backbone's (0.8 m) brought up to the input grid, joined
+    with the input's own pillar statistics there, then a depthwise 3x3 convolution.
 
-    input: bev (1, 8, S, S). outputs: heatmap (1, C, S/2, S/2) logits; regression (1, 8, S/2, S/2).
+    The join is ``up(A f) + B bev`` (each 1x1 convolution with its batch norm, folded at
+    export), equal to a 1x1 convolution of the concatenation ``[up(f), bev]`` with A's work done
+    at 0.8 m: measured in ONNX Runtime on two threads, the concatenation at 0.4 m added 3.6 ms
+    to a pruned detector, this form 0.9 ms.
     """
 
-    def __init__(self, n_classes: int, width: int = 24, backbone: Optional[nn.Module] = None, shared_layers: int = 1):
+    def __init__(self, width: int, fine_width: int, bev_channels: int = 8):
+        super().__init__()
+        self.coarse = nn.Sequential(nn.Conv2d(width, fine_width, 1, bias=False), nn.BatchNorm2d(fine_width))
+        self.point = nn.Sequential(nn.Conv2d(bev_channels, fine_width, 1, bias=False), nn.BatchNorm2d(fine_width))
+        self.mix = nn.Sequential(nn.Conv2d(fine_width, fine_width, 3, 1, 1, groups=fine_width, bias=False),
+                                 nn.BatchNorm2d(fine_width), nn.ReLU(inplace=True))
+
+    def forward(self, f: torch.Tensor, bev: torch.Tensor) -> torch.Tensor:
+        return self.mix(F.relu(F.interpolate(self.coarse(f), scale_factor=2.0, mode="nearest") + self.point(bev)))
+
+
+class DetectionNet(nn.Module):
+    """CenterPoint head on the BEV backbone: class heatmaps and box regression at 0.8 m, or at
+    0.4 m with a fine head (``fine_width`` > 0, :class:`FineHead`).
+
+    input: bev (1, 8, S, S). outputs: heatmap (1, C, S/k, S/k) logits; regression (1, 8, S/k, S/k),
+    k = ``stride`` (2, or 1 with the fine head). At 0.8 m one cell holds one centre and the 3x3
+    peak check keeps one of two persons closer than two cells (1.6 m).
+    """
+
+    def __init__(self, n_classes: int, width: int = 24, backbone: Optional[nn.Module] = None, shared_layers: int = 1,
+                 fine_width: int = 0):
         super().__init__()
         self.backbone = backbone if backbone is not None else BevBackbone(width, 2 * width, 64)
         width = getattr(self.backbone, "out_channels", width)
         self.shared = nn.Sequential(*[conv(width, width) for _ in range(shared_layers)]) if shared_layers > 1 \
             else conv(width, width)
+        self.stride = 2
+        self.fine: Optional[nn.Module] = None
+        self._heads(n_classes, width, fine_width)
+
+    def _heads(self, n_classes: int, width: int, fine_width: int) -> None:
+        if fine_width > 0:
+            self.stride = 1
+            self.fine = FineHead(width, fine_width)
+            width = fine_width
         self.heatmap = nn.Conv2d(width, n_classes, 1)
         self.regression = nn.Conv2d(width, DET_REG_CHANNELS, 1)
         nn.init.constant_(self.heatmap.bias, -2.19)  # prior 0.1, as in CenterPoint
 
     def forward(self, bev: torch.Tensor):
         f = self.shared(self.backbone(bev))
+        fine = getattr(self, "fine", None)  # networks saved before the fine head existed lack it
+        if fine is not None:
+            f = fine(f, bev)
         return self.heatmap(f), self.regression(f)
+
+
+def with_fine_head(net: DetectionNet, fine_width: int) -> DetectionNet:
+    """``net`` (trained, pruned or not) with new, untrained heads at 0.4 m: its backbone and
+    shared layer are kept; the heatmap and regression layers are replaced."""
+    if getattr(net, "fine", None) is not None:
+        raise ValueError("the network has a fine head already")
+    net._heads(net.heatmap.out_channels, net.heatmap.in_channels, fine_width)
+    return net
 
 
 class OccupancyNet(nn.Module):

@@ -16,7 +16,7 @@ from airside_perception.sim.scanner import make_rig, scan
 from airside_perception.sim.scene import generate_scene
 from airside_perception.training.randomize import Randomization, perturb, random_rig
 
-DET_STRIDE = 2  # detection output cell = 2 BEV cells = 0.8 m
+DET_STRIDE = 2  # detection output cell = 2 BEV cells = 0.8 m (1 with the fine head: 0.4 m)
 DET_LABEL_OF_CLASS = {classes.CLASS_IDS[n]: i for i, n in enumerate(classes.DETECTION_CLASS_NAMES)}
 MIN_BOX_POINTS = 3
 
@@ -27,9 +27,9 @@ class Sample:
     point_cells: np.ndarray  # (K,) int64
     point_features: np.ndarray  # (K, 5) float32
     point_labels: np.ndarray  # (K,) int64
-    heatmap: np.ndarray  # (C, S/2, S/2) float32
-    regression: np.ndarray  # (8, S/2, S/2) float32
-    reg_mask: np.ndarray  # (S/2, S/2) float32
+    heatmap: np.ndarray  # (C, S/k, S/k) float32, k the detection stride
+    regression: np.ndarray  # (8, S/k, S/k) float32
+    reg_mask: np.ndarray  # (S/k, S/k) float32
     occupancy: np.ndarray  # (Z, S, S) float32
     point_colour: Optional[np.ndarray] = None  # (K, 4) float32 camera RGB and seen flag, with colour=True
 
@@ -44,11 +44,13 @@ def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float 
     return float(min(r1, r2, r3))
 
 
-def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.ndarray, spec: BevSpec):
-    """CenterPoint targets at 0.8 m: Gaussian heatmaps and regression at each centre cell."""
+def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.ndarray, spec: BevSpec,
+                      stride: int = DET_STRIDE):
+    """CenterPoint targets at ``stride`` BEV cells (0.8 m by default): Gaussian heatmaps and
+    regression at each centre cell."""
     n_cls = len(classes.DETECTION_CLASS_NAMES)
-    out = spec.size // DET_STRIDE
-    cell = spec.resolution_m * DET_STRIDE
+    out = spec.size // stride
+    cell = spec.resolution_m * stride
     heat = np.zeros((n_cls, out, out), np.float32)
     reg = np.zeros((8, out, out), np.float32)
     mask = np.zeros((out, out), np.float32)
@@ -75,11 +77,12 @@ def detection_targets(boxes: np.ndarray, box_labels: np.ndarray, box_points: np.
 
 
 def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator,
-                randomization: Optional[Randomization] = None, colour: bool = False) -> Sample:
+                randomization: Optional[Randomization] = None, colour: bool = False,
+                det_stride: int = DET_STRIDE) -> Sample:
     """One training sample from scene ``seed``, at a randomly drawn sensor density; with
     ``randomization``, also a drawn site (apron or street), sensor and perturbation; with
     ``colour``, each kept point's camera colour and visibility (``sim.camera``, surround rig)
-    for a cross-modal teacher."""
+    for a cross-modal teacher; ``det_stride``, the detection targets' cell in BEV cells."""
     if colour and randomization is not None:
         raise ValueError("camera colour is simulated for the apron scenes only, not with randomization")
     density = str(rng.choice(["compact", "default", "default", "dense"]))
@@ -97,7 +100,7 @@ def make_sample(seed: int, spec: BevSpec, rng: np.random.Generator,
     box_labels = np.array([o.class_id for o in scene.objects], np.uint8)
     obj = object_ids[object_ids >= 0]
     box_points = np.bincount(obj, minlength=len(scene.objects))
-    heat, reg, mask = detection_targets(boxes, box_labels, box_points, spec)
+    heat, reg, mask = detection_targets(boxes, box_labels, box_points, spec, det_stride)
     grid = world.GridSpec(spec.resolution_m, spec.half_extent_m)
     occ = world.occupancy_volume(scene, raw.prim_hits, grid, world.OCCUPANCY_BINS_M)
     point_colour = None

@@ -54,9 +54,10 @@ class SimStream(IterableDataset):
     seeds w, w + n, ..."""
 
     def __init__(self, spec: BevSpec, start_seed: int, randomization=None, rank: int = 0, world: int = 1,
-                 colour: bool = False):
+                 colour: bool = False, det_stride: int = targets.DET_STRIDE):
         self.spec = spec
         self.colour = colour
+        self.det_stride = det_stride
         self.start_seed = start_seed
         self.randomization = randomization
         self.rank, self.world = rank, world
@@ -68,7 +69,8 @@ class SimStream(IterableDataset):
         rng = np.random.default_rng(self.start_seed + wid)
         seed = SPLITS["train"][0] + self.start_seed + wid
         while seed < SPLITS["train"][1]:
-            yield targets.as_dict(targets.make_sample(seed, self.spec, rng, self.randomization, self.colour))
+            yield targets.as_dict(targets.make_sample(seed, self.spec, rng, self.randomization, self.colour,
+                                                          self.det_stride))
             seed += n
 
 
