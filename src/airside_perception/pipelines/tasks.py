@@ -45,17 +45,24 @@ class TaskResult:
     features: Dict[str, float] = field(default_factory=dict)  # output statistics for the trust monitor
 
 
-def largest(logits: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` largest values of a ``(1, C, H, W)`` map, in no order. The per-cell maximum
-    over the classes is a subset of the map, so its ``k``-th largest value bounds the map's from
-    below: only the values at or above it (a few dozen) are partitioned, not all C x H x W."""
+def largest(logits: np.ndarray, k: int, block: int = 4) -> np.ndarray:
+    """The ``k`` largest values of a ``(1, C, H, W)`` map, in no order. The maxima of the map's
+    blocks (all classes, ``block`` x ``block`` cells) are ``k`` or more values of the map, so
+    their ``k``-th largest bounds the map's from below: only the values at or above it (a few
+    dozen) are partitioned, not all C x H x W."""
     flat = logits.reshape(-1)
     if len(flat) <= k:
         return flat
-    cell_max = logits.reshape(logits.shape[-3], -1).max(axis=0)
-    if len(cell_max) <= k:
+    c, h, w = logits.shape[-3:]
+    if h % block or w % block:
+        block = 1
+    cell_max = logits.reshape(c, h, w).max(axis=0)
+    # strided views, element-wise: NumPy's reduction over a short inner axis is 8x slower
+    block_max = np.maximum.reduce([cell_max[i::block, j::block] for i in range(block) for j in range(block)])
+    block_max = block_max.reshape(-1)
+    if len(block_max) <= k:
         return np.partition(flat, len(flat) - k)[-k:]
-    bound = np.partition(cell_max, len(cell_max) - k)[len(cell_max) - k]
+    bound = np.partition(block_max, len(block_max) - k)[len(block_max) - k]
     above = flat[flat >= bound]
     return np.partition(above, len(above) - k)[-k:]
 

@@ -72,10 +72,13 @@ def test_largest_logits_are_the_partition_of_the_whole_map(seed):
     if seed % 3 == 0:  # the largest values all in one cell's classes, and ties
         logits[0, :, 4, 4] = 20.0
         logits[0, 2, 7, 7] = 20.0
-    for k in (1, 16, 100):
+    for k in (1, 16, 100, 200):  # 200: more than the map's 4 x 4 blocks
         flat = logits.reshape(-1)
         want = np.sort(np.partition(flat, len(flat) - k)[-k:])
         assert np.array_equal(np.sort(largest(logits, k)), want)
+    odd = logits[:, :, :, :22]  # no whole 4 x 4 blocks across: per cell
+    want = np.sort(np.partition(odd.reshape(-1), odd.size - 16)[-16:])
+    assert np.array_equal(np.sort(largest(odd, 16)), want)
     tiny = logits[:, :, :1, :3]  # fewer values than k: every value
     assert np.array_equal(np.sort(largest(tiny, 16)), np.sort(tiny.reshape(-1)))
     few_cells = logits[:, :, :2, :2]  # fewer cells than k, more values

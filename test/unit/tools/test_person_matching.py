@@ -6,7 +6,7 @@ from airside_perception import classes
 from airside_perception.ops.detection import Boxes
 from airside_perception.pipelines.tasks import TaskResult
 from airside_perception.sim.world import Scan
-from airside_perception.tools.gates import persons_found
+from airside_perception.tools.gates import lost_persons, person_groups, persons_found
 from airside_perception.tools.metrics import DetectionMeter, match_centres
 
 PERSON = classes.DETECTION_CLASS_NAMES.index("person")
@@ -61,3 +61,24 @@ def test_near_person_recall_counts_each_box_once():
     meter.add(gt, names, np.full(3, 40), np.array([_box(5.0, 0.6)], np.float32), ["person"], np.array([0.9]), 0.3)
     summary = meter.summary()
     assert summary["near_persons"] == 2 and summary["person_recall_20m"] == 50.0
+
+
+def test_persons_group_by_chains_within_twice_the_matching_radius():
+    scan = _scan([(5.0, 0.0), (5.0, 1.5), (5.0, 3.0), (5.0, 8.0)])  # a chain of three, one alone
+    groups = person_groups(scan)
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+
+
+def test_the_gate_counts_a_group_s_shortfall_not_a_swap_inside_it():
+    """Both engines put one box on a close pair: the baseline's is matched to person 0, the
+    candidate's to person 1. Not a loss: the candidate finds as many persons there. A candidate
+    that finds nobody of the pair loses one; segmentation counts each person as it is."""
+    pair = _scan([(5.0, 0.0), (5.0, 0.8), (12.0, 0.0)])
+    groups = {(7, i): (7, g) for i, g in person_groups(pair).items()}
+    base = {(7, i) for i in persons_found("detection", pair, _result([(5.0, 0.1), (12.0, 0.0)], [0.9, 0.9]), 0.3)}
+    swap = {(7, i) for i in persons_found("detection", pair, _result([(5.0, 0.7), (12.0, 0.0)], [0.9, 0.9]), 0.3)}
+    assert base == {(7, 0), (7, 2)} and swap == {(7, 1), (7, 2)}
+    assert lost_persons("detection", base, swap, groups) == ([], [(7, 0)])
+    assert lost_persons("detection", base, {(7, 2)}, groups) == ([(7, 0)], [])
+    assert lost_persons("detection", base, {(7, 0), (7, 1)}, groups) == ([(7, 2)], [])  # another group's gain
+    assert lost_persons("segmentation", base, swap, groups) == ([(7, 0)], [])
