@@ -165,6 +165,33 @@ def load_manifest(version_dir: str, verify_checksum: bool = True) -> Manifest:
     return manifest
 
 
+#: The detection grids: 0.4 m (stride 1, the fine head) and 0.8 m (stride 2) cells of the 0.4 m input.
+DETECTION_STRIDES = (1, 2)
+
+
+def detection_grid_problem(manifest: "Manifest", name: str, shape: Sequence[Dim]) -> str:
+    """Why a detector's output map of ``shape`` does not fit its manifest ('' when it does): its
+    grid must be the input's over ``postprocessing.stride`` (2: 0.8 m cells, 1: 0.4 m)."""
+    stride = manifest.postprocessing.get("stride")
+    size = next((t.shape[-1] for t in manifest.inputs if t.name == "bev"), None)
+    if stride not in DETECTION_STRIDES:
+        return (f"output '{name}' has shape {list(shape)} and postprocessing.stride {stride}: detectors output "
+                f"at stride {' or '.join(map(str, DETECTION_STRIDES))} of the input grid; re-export the model")
+    if len(shape) == 4 and isinstance(size, int) and shape[2] * stride == size and shape[3] * stride == size:
+        return ""
+    return (f"output '{name}' has shape {list(shape)}, which postprocessing.stride {stride} of the manifest does "
+            f"not give on the {size}-cell input grid: fix the stride in the manifest or re-export the model")
+
+
+def contract_outputs(manifest: "Manifest") -> List[TensorSpec]:
+    """The outputs as the task's contract compares them between versions: a detector's map size
+    follows its stride (checked by :func:`detection_grid_problem`), its classes and box fields stay."""
+    if manifest.task != "detection":
+        return list(manifest.outputs)
+    return [TensorSpec(t.name, tuple(t.shape[:2]) + ("grid", "grid"), t.dtype) if len(t.shape) == 4 else t
+            for t in manifest.outputs]
+
+
 def signature_differences(expected: Sequence[TensorSpec], actual: Sequence[TensorSpec], what: str) -> List[str]:
     """Human-readable differences between two tensor lists (empty when they agree)."""
     diffs = []

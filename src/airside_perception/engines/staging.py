@@ -13,7 +13,14 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 from airside_perception.engines import cache_key, signing
-from airside_perception.engines.manifest import TASKS, Manifest, load_manifest, signature_differences
+from airside_perception.engines.manifest import (
+    TASKS,
+    Manifest,
+    contract_outputs,
+    detection_grid_problem,
+    load_manifest,
+    signature_differences,
+)
 from airside_perception.errors import ManifestError, SwapError
 from airside_perception.frames import ENGINE_INTENSITY_MAX
 
@@ -66,7 +73,10 @@ def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, req
     if os.path.realpath(candidate.directory) == os.path.realpath(serving.directory):
         raise SwapError(f"{task} {candidate.version} is already serving")
     diffs = signature_differences(serving.inputs, candidate.inputs, "input")
-    diffs += signature_differences(serving.outputs, candidate.outputs, "output")
+    diffs += signature_differences(contract_outputs(serving), contract_outputs(candidate), "output")
+    if task == "detection":
+        diffs += [p for p in (detection_grid_problem(candidate, t.name, t.shape) for t in candidate.outputs
+                              if len(t.shape) == 4) if p]
     if diffs:
         raise SwapError(f"{task} {candidate.version} breaks the task's input/output contract: " + "; ".join(diffs)
                         + ": re-export it with the serving version's signature")

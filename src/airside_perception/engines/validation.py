@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from airside_perception.engines.manifest import detection_grid_problem
 from airside_perception.errors import InferenceError
 from airside_perception.ops.bev import BevInput, encode
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
@@ -62,6 +63,18 @@ def _detection_f1(a: TaskResult, b: TaskResult, match_m: float = 1.0) -> float:
     return 2 * matched / (len(a.boxes.boxes) + len(b.boxes.boxes))
 
 
+def _shape_problem(candidate: TaskEngine, name: str, got: Sequence[int], serving: Sequence[int]) -> str:
+    """Why an output of the candidate cannot replace the serving engine's ('' when it can). A
+    detector may change its grid (0.8 m -> 0.4 m) as its manifest's stride says: the boxes, not
+    the maps, leave the engine; its classes and box fields must stay."""
+    got, serving = tuple(got), tuple(serving)
+    if candidate.task == "detection" and len(got) == len(serving) == 4 and got[:2] == serving[:2]:
+        return detection_grid_problem(candidate.manifest, name, got)
+    if got != serving:
+        return f"output '{name}' has shape {list(got)}, the serving engine's is {list(serving)}"
+    return ""
+
+
 TOLERANCE_KEYS = {"segmentation": "min_label_agreement", "detection": "min_detection_f1",
                   "occupancy": "min_occupied_iou"}
 
@@ -96,9 +109,9 @@ def validate_candidate(candidate: TaskEngine, serving: TaskEngine, clouds: Seque
         return ValidationReport(False, f"candidate failed on the golden inputs: {exc}", 0.0, float("nan"))
     serving_raw = gently(serving.backend.infer, serving.feeds(inputs[0]))[0]
     for name, value in serving_raw.items():
-        if candidate_raw[name].shape != value.shape:
-            return ValidationReport(False, f"output '{name}' has shape {list(candidate_raw[name].shape)}, the "
-                                    f"serving engine's is {list(value.shape)}", 0.0, float("nan"))
+        problem = _shape_problem(candidate, name, candidate_raw[name].shape, value.shape)
+        if problem:
+            return ValidationReport(False, problem, 0.0, float("nan"))
     serving_out = [gently(serving.run, x)[0] for x in inputs]
     agreement = min(_agreement(task, c, s) for c, s in zip(candidate_out, serving_out))
     key = TOLERANCE_KEYS[task]

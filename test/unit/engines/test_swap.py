@@ -56,7 +56,7 @@ def test_valid_swap_then_rollback(root, tmp_path):
 @pytest.mark.parametrize("path, expected", [
     ("/tmp", "not a version directory under"),
     ("detection/9.9.9", "does not exist"),
-    ("detection/bad_shape", "output 'heatmap': expected heatmap [1, 5, 128, 128]"),
+    ("detection/bad_shape", "output 'heatmap' has shape [1, 5, 64, 64]"),
     ("occupancy/1.0.0", "is not a version directory under"),
     ("detection/1.0.0", "already serving"),
 ])
@@ -378,3 +378,29 @@ def test_waiting_for_a_gap_returns_at_once_when_no_clouds_come(root, tmp_path):
     for _ in range(20):
         host.wait_for_gap(timeout_s=1.0)
     assert time.monotonic() - start < 0.5
+
+
+def test_a_detector_at_0_4_m_swaps_in_for_one_at_0_8_m_and_back(tmp_path):
+    """The shipped 1.0.0 (0.8 m grid) and 2.1.0 (0.4 m): a swap either way passes validation;
+    a 0.4 m model whose manifest keeps stride 2 is refused, naming the stride."""
+    import yaml
+
+    shipped = os.path.join(HERE, "..", "..", "..", "engines", "detection")
+    root = tmp_path / "root"
+    for version in ("1.0.0", "2.1.0"):
+        shutil.copytree(os.path.join(shipped, version), root / "detection" / version)
+    shutil.copytree(os.path.join(shipped, "2.1.0"), root / "detection" / "2.1.1")
+    manifest = root / "detection" / "2.1.1" / "manifest.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    data["version"], data["postprocessing"]["stride"] = "2.1.1", 2
+    manifest.write_text(yaml.safe_dump(data))
+    ctl, host, _ = _controller(str(root), tmp_path)
+    wrong = ctl.swap("detection", str(root / "detection" / "2.1.1"))
+    assert not wrong.success and "postprocessing.stride 2" in wrong.message, wrong.message
+    out = ctl.swap("detection", str(root / "detection" / "2.1.0"))
+    assert out.success, out.message
+    result = host.process(make_scan(110_000).points).results["detection"]
+    assert result.version == "2.1.0" and len(result.boxes.boxes) > 0
+    back = ctl.rollback("detection")
+    assert back.success and host.engine("detection").version == "1.0.0"
+    host.close()
