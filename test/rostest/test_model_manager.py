@@ -22,6 +22,8 @@ from airside_perception.srv import RollbackEngine, SwapEngine
 
 ROOT = os.path.join(rospkg.RosPack().get_path("airside_perception"), "test", "data", "engines")
 GAP_REPORT = "/tmp/airside_perception_test_swap/swap_gap.txt"
+with open(os.path.join(rospkg.RosPack().get_path("airside_perception"), "config", "inference_host.yaml")) as _fh:
+    CONFIGURED = yaml.safe_load(_fh)["versions"]["detection"]  # serving when the test starts
 
 
 class ModelManagerOTA(unittest.TestCase):
@@ -87,12 +89,12 @@ class ModelManagerOTA(unittest.TestCase):
         self.fail(f"detections of {version} are not flowing: last half second {recent}")
 
     def test_1_valid_swap_without_a_missing_cycle(self):
-        self.assert_serving("1.0.0")
+        self.assert_serving(CONFIGURED)
         start = time.time()
         out = self.swap("detection", os.path.join(ROOT, "detection", "1.0.0-int8"))
         end = time.time()
         self.assertTrue(out.success, out.message)
-        self.assertEqual((out.active_version, out.previous_version), ("1.0.0-int8", "1.0.0"))
+        self.assertEqual((out.active_version, out.previous_version), ("1.0.0-int8", CONFIGURED))
         time.sleep(0.8)
         with self.lock:
             times = [t for t, _ in self.arrivals if start - 0.3 <= t <= end + 0.5]
@@ -111,7 +113,7 @@ class ModelManagerOTA(unittest.TestCase):
         self.assertEqual(missed, [], f"clouds without detections during the swap: {report}")
         self.assertLess(gap_ms, 150.0, report)
         s = self.detection_status(active_version="1.0.0-int8", state="serving")
-        self.assertEqual(s.fallback_version, "1.0.0")
+        self.assertEqual(s.fallback_version, CONFIGURED)
         self.assert_serving("1.0.0-int8")
 
     def test_2_refusals_leave_the_engine_serving(self):
