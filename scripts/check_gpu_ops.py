@@ -122,20 +122,20 @@ def check_fused(cp, rng, kitti_dir, rows, failures):
             "largest_difference": worst, "cases": len(cases)}
 
 
-def detection_case(rng, kind):
-    """Heatmap logits and regression of a CenterPoint head: ``blobs`` (objects, overlapping boxes
-    for the NMS, ties), ``noise`` (many weak peaks) or ``saturated`` (a plateau of equal scores,
-    more candidates than the fused path holds)."""
-    heat = rng.normal(-6.0, 1.0, size=(1, 5, 128, 128)).astype(np.float32)
-    reg = rng.normal(0.0, 0.5, size=(1, 8, 128, 128)).astype(np.float32)
+def detection_case(rng, kind, size=128):
+    """Heatmap logits and regression of a CenterPoint head (``size`` cells across: 128 at 0.8 m,
+    256 at 0.4 m): ``blobs`` (objects, overlapping boxes for the NMS, ties), ``noise`` (many weak
+    peaks) or ``saturated`` (a plateau of equal scores, more candidates than the fused path holds)."""
+    heat = rng.normal(-6.0, 1.0, size=(1, 5, size, size)).astype(np.float32)
+    reg = rng.normal(0.0, 0.5, size=(1, 8, size, size)).astype(np.float32)
     if kind == "noise":
         heat = rng.normal(-3.0, 1.5, size=heat.shape).astype(np.float32)
     elif kind == "saturated":
         heat[0, 1, 20:120, 10:110] = 40.0  # sigmoid == 1.0 in float32 over 10,000 cells
     else:
-        yy, xx = np.mgrid[0:128, 0:128]
+        yy, xx = np.mgrid[0:size, 0:size]
         for _ in range(300):
-            c, cy, cx = rng.integers(0, 5), rng.uniform(0, 128), rng.uniform(0, 128)
+            c, cy, cx = rng.integers(0, 5), rng.uniform(0, size), rng.uniform(0, size)
             heat[0, c] = np.maximum(heat[0, c], 4.0 - 0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) * rng.uniform(0.2, 2))
         heat[0, 2, 60:64, 60:64] = 3.0  # a plateau: equal scores, heatmap order decides
         reg[0, 3:6] += 1.0  # boxes of about 2.7 m on a 0.8 m grid: neighbours overlap
@@ -165,15 +165,20 @@ def check_fused_decode(cp, rng, rows, failures):
                 and close(cp.asnumpy(got_o.probability), ref_o.probability) and got_o.origin_x_m == ref_o.origin_x_m)
         rows.append(("fused occupancy", f"random trial {trial}", ok_o, float("nan"), float("nan")))
         failures += [f"fused {n} trial {trial}" for n, good in (("labels", ok), ("occupancy", ok_o)) if not good]
-    for kind in ("blobs", "noise", "saturated", "blobs"):
-        heat, reg = detection_case(rng, kind)
-        ref = detection.decode_centerpoint(heat, reg, params)
-        got = dec.detection(cp.asarray(heat), cp.asarray(reg))
+    fine = detection.DecodeParams(0.3, 200, 0.2, half_extent_m=51.2, cell_m=0.4)  # a detector at 0.4 m
+    fine_dec = FusedDecoder(fine, 51.2, 0.4, 40.0, 0.6)
+    for kind, size in (("noise", 256), ("blobs", 256), ("blobs", 128), ("noise", 128), ("saturated", 128),
+                       ("blobs", 128)):
+        p, d = (fine, fine_dec) if size == 256 else (params, dec)
+        heat, reg = detection_case(rng, kind, size)
+        ref = detection.decode_centerpoint(heat, reg, p)
+        got = d.detection(cp.asarray(heat), cp.asarray(reg))
         ok = (got.boxes.shape == ref.boxes.shape and np.array_equal(got.labels, ref.labels)
               and close(got.boxes, ref.boxes) and close(got.scores, ref.scores))
-        rows.append(("fused detection", f"{kind}: {len(ref.boxes)} boxes", ok, float("nan"), float("nan")))
+        rows.append(("fused detection", f"{kind} {size}x{size}: {len(ref.boxes)} boxes", ok, float("nan"),
+                     float("nan")))
         if not ok:
-            failures.append(f"fused detection {kind}: {len(got.boxes)} boxes vs {len(ref.boxes)}")
+            failures.append(f"fused detection {kind} {size}: {len(got.boxes)} boxes vs {len(ref.boxes)}")
     # time: one frame's three decodes (the last blob case, 110k points), fused vs CuPy translation
     d_logits, d_kept = cp.asarray(rng.normal(0, 3, size=(110_000, 9)).astype(np.float32)), cp.arange(110_000)
     d_heat, d_reg, d_occ = cp.asarray(heat), cp.asarray(reg), cp.asarray(occ)

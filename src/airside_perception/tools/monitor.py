@@ -254,13 +254,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = cli.Parser(prog=prog, description="Measure the distribution-shift monitor.")
     parser.add_argument("--engines-dir", default=os.path.normpath(os.path.join(os.path.dirname(__file__), "..",
                                                                                "..", "..", "engines")))
-    parser.add_argument("--versions", nargs=3, default=["1.2.0", "1.0.0", "1.1.0"],
-                        metavar=("SEG", "DET", "OCC"), help="versions of segmentation, detection, occupancy")
+    parser.add_argument("--versions", nargs=3, metavar=("SEG", "DET", "OCC"),
+                        help="versions of segmentation, detection, occupancy (default: the versions in "
+                             "config/inference_host.yaml, as the inference host starts)")
     parser.add_argument("--scans", type=cli.positive_int, default=150, help="scans per set")
     parser.add_argument("--real", nargs="*", default=[], metavar="NAME=semantickitti:DIR[@x,y,z,r,p,y@IMAX]",
                         help="real scans: a name, the directory, the sensor pose and intensity range")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    if not args.versions:
+        from airside_perception.tools.bench import configured_versions
+
+        configured = configured_versions()
+        args.versions = [configured[t] for t in ("segmentation", "detection", "occupancy")]
     try:
         host = PerceptionHost([store.open_engine(store.load_version(args.engines_dir, t, v), "onnxruntime", 2)
                                for t, v in zip(("segmentation", "detection", "occupancy"), args.versions)])
