@@ -33,6 +33,7 @@ from airside_perception.compression.recipe import Recipe
 from airside_perception.errors import ConfigError
 from airside_perception.training import checkpoint, models
 from airside_perception.training.distill import Distiller, DistillRecipe, Job, adaptor_for, sim_batches, train_jobs
+from airside_perception.training.targets import DET_STRIDE
 
 #: Seeds of the calibration batches (pruning importance, QAT ranges): apart from training's.
 CALIBRATION_SEED = 90_000
@@ -95,7 +96,7 @@ class Compressor:
 
     # ------------------------------------------------------------------ training steps
     def _batches(self, batch: int, seed: int, net: torch.nn.Module):
-        return sim_batches(batch, self.workers, seed, reuse=self.reuse, det_stride=getattr(net, "stride", 2))
+        return sim_batches(batch, self.workers, seed, reuse=self.reuse, det_stride=getattr(net, "stride", DET_STRIDE))
 
     def _calibration(self, n: int, batch: int = 4) -> List[Dict[str, torch.Tensor]]:
         it = sim_batches(batch, min(self.workers, 4), CALIBRATION_SEED)

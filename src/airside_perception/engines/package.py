@@ -45,7 +45,7 @@ def _postprocessing(task: str, inputs, outputs) -> Dict[str, Any]:
         if isinstance(size, int) and isinstance(heat, int):  # symbolic sizes keep the default
             if heat <= 0 or size % heat:
                 raise ManifestError(f"detection model: its heatmap's width {heat} does not divide its input's "
-                                    f"width {size}; export the heatmap at the input's size over 1, 2 or 4")
+                                    f"width {size}; export the heatmap at the input's size over a whole stride")
             post["stride"] = size // heat
     return post
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -58,9 +59,14 @@ class Gate:
     detail: str
 
 
+def _persons(scan: Scan) -> List[int]:
+    """Indices of the scan's persons with enough returns to be scored."""
+    return [i for i, (lab, n) in enumerate(zip(scan.box_labels, scan.box_points))
+            if lab == classes.PERSON and n >= MIN_GT_POINTS]
+
+
 def _near_persons(scan: Scan) -> List[int]:
-    return [i for i, (b, lab, n) in enumerate(zip(scan.boxes, scan.box_labels, scan.box_points))
-            if lab == classes.PERSON and n >= MIN_GT_POINTS and np.hypot(b[0], b[1]) < NEAR_FIELD_M]
+    return [i for i in _persons(scan) if np.hypot(*scan.boxes[i, :2]) < NEAR_FIELD_M]
 
 
 def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: float) -> Set[int]:
@@ -72,8 +78,7 @@ def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: fl
                 if (result.labels[scan.object_ids == i] == classes.PERSON).mean() >= 0.5}
     b = result.boxes
     person = (b.labels == classes.DETECTION_CLASS_NAMES.index("person")) & (b.scores >= score_threshold)
-    objects = [i for i, (lab, n) in enumerate(zip(scan.box_labels, scan.box_points))
-               if lab == classes.PERSON and n >= MIN_GT_POINTS]
+    objects = _persons(scan)
     taken = match_centres(scan.boxes[objects, :2], b.boxes[person, :2], b.scores[person], PERSON_MATCH_M)
     near = set(_near_persons(scan))
     return {i for i, hit in zip(objects, taken) if hit and i in near}
@@ -82,8 +87,7 @@ def persons_found(task: str, scan: Scan, result: TaskResult, score_threshold: fl
 def person_groups(scan: Scan) -> Dict[int, int]:
     """Person index -> group (the smallest index of its group): the persons with enough returns,
     chained where two stand within ``2 * PERSON_MATCH_M`` of each other."""
-    persons = [i for i, (lab, n) in enumerate(zip(scan.box_labels, scan.box_points))
-               if lab == classes.PERSON and n >= MIN_GT_POINTS]
+    persons = _persons(scan)
     group = {i: i for i in persons}
 
     def root(i: int) -> int:
@@ -109,16 +113,12 @@ def lost_persons(task: str, baseline: Set[Tuple[int, int]], candidate: Set[Tuple
     missed = sorted(baseline - candidate)
     if task != "detection":
         return missed, []
-    found = {"baseline": {}, "candidate": {}}
-    for name, persons in (("baseline", baseline), ("candidate", candidate)):
-        for p in persons:
-            found[name][groups[p]] = found[name].get(groups[p], 0) + 1
-    short = {g: n - found["candidate"].get(g, 0) for g, n in found["baseline"].items()
-             if n > found["candidate"].get(g, 0)}
+    short = Counter(groups[p] for p in baseline)
+    short.subtract(groups[p] for p in candidate)  # per group: how many fewer the candidate finds
     lost, swapped = [], []
     for p in missed:
         g = groups[p]
-        if short.get(g, 0) > 0:
+        if short[g] > 0:
             short[g] -= 1
             lost.append(p)
         else:
@@ -133,7 +133,6 @@ class _Run:
         self.task = task
         self.seg, self.det, self.occ = SegmentationMeter(), DetectionMeter(), OccupancyMeter()
         self.persons: Set[Tuple[int, int]] = set()
-        self.groups: Dict[Tuple[int, int], Tuple[int, int]] = {}
 
     def add(self, scan: Scan, engine: TaskEngine, result: TaskResult) -> None:
         if self.task == "segmentation":
@@ -148,7 +147,6 @@ class _Run:
         if self.task != "occupancy":
             threshold = engine.decode.score_threshold if self.task == "detection" else 0.0
             self.persons |= {(scan.seed, i) for i in persons_found(self.task, scan, result, threshold)}
-            self.groups.update({(scan.seed, i): (scan.seed, g) for i, g in person_groups(scan).items()})
 
     def summary(self) -> Dict[str, object]:
         return {"segmentation": self.seg.summary, "detection": self.det.summary,
@@ -177,16 +175,18 @@ def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frame
 
     task = candidate.task
     runs = {"baseline": _Run(task), "candidate": _Run(task)}
+    groups: Dict[Tuple[int, int], Tuple[int, int]] = {}  # detection: (seed, person) -> (seed, group)
     for seed in tqdm(split_seeds(split, n_scans), desc="gates: accuracy", disable=not progress, unit="scan"):
         scan = make_scan(int(seed))
         x = encode(scan.points, candidate.bev_spec)
         for name, engine in (("baseline", baseline), ("candidate", candidate)):
             runs[name].add(scan, engine, engine.run(x))
+        if task == "detection":
+            groups.update({(scan.seed, i): (scan.seed, g) for i, g in person_groups(scan).items()})
     base, cand = runs["baseline"].summary(), runs["candidate"].summary()
     gates = _drop_gates(task, base, cand)
     if task != "occupancy":
-        lost, swapped = lost_persons(task, runs["baseline"].persons, runs["candidate"].persons,
-                                     runs["baseline"].groups)
+        lost, swapped = lost_persons(task, runs["baseline"].persons, runs["candidate"].persons, groups)
         detail = (f"{len(runs['baseline'].persons)} near persons found by the baseline; candidate misses "
                   f"{len(lost)} of them" + (f" (seed, object): {lost[:10]}" if lost else ""))
         if task == "detection":

@@ -48,6 +48,7 @@ from torch.nn import functional as F
 
 from airside_perception import classes, cli
 from airside_perception.errors import ConfigError
+from airside_perception.training.targets import DET_STRIDE
 
 
 @dataclass(frozen=True)
@@ -410,7 +411,7 @@ def replay(batches, size: int = 32, reuse: int = 1, seed: int = 0):
 
 
 def sim_batches(batch: int, workers: int, start_seed: int = 0, randomize: bool = False, reuse: int = 1,
-                colour: bool = False, rank: int = 0, world: int = 1, det_stride: int = 2):
+                colour: bool = False, rank: int = 0, world: int = 1, det_stride: int = DET_STRIDE):
     """Endless simulated training batches (the train split), as :mod:`training.train` draws them
     (``reuse`` > 1: through :func:`replay`; ``colour``: with each point's camera colour; rank
     ``rank`` of ``world`` simulates its own disjoint seeds; ``det_stride``: the detection
