@@ -80,10 +80,16 @@ def transform_points(points: np.ndarray, matrix: Optional[np.ndarray]) -> np.nda
     """
     if matrix is None or len(points) == 0:
         return points
-    rotation = np.asarray(matrix[:3, :3], np.float32)
-    xyz = points[:, :3] @ rotation.T
-    xyz += np.asarray(matrix[:3, 3], np.float32)
-    points[:, :3] = xyz
+    # Nine multiply-adds per point written out: a (N, 3) x (3, 3) matmul would go to BLAS, whose
+    # thread pool then wakes on every cloud and takes the cores from the engines.
+    r = np.asarray(matrix, np.float32)
+    x, y, z = points[:, 0].copy(), points[:, 1].copy(), points[:, 2].copy()
+    for row in range(3):
+        out = points[:, row]
+        np.multiply(x, r[row, 0], out=out)
+        out += y * r[row, 1]
+        out += z * r[row, 2]
+        out += r[row, 3]
     return points
 
 

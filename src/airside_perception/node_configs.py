@@ -13,6 +13,14 @@ def stats_window(of: str = "frames") -> Key:
     return Key(int, f"{of} in rolling statistics", lo=10, hi=100_000)
 
 
+# Keys of every node: its thread pools, cores and priority (airside_perception.cpu)
+CPU = {
+    "threads": Key(int, "size of the BLAS / OpenMP thread pools (1: no hot path needs one)", lo=1, hi=64),
+    "cpu_affinity": Key(list, "core ids the node may run on; empty: every core"),
+    "nice": Key(int, "scheduling priority of every thread; 0 unchanged, below 0 needs CAP_SYS_NICE", lo=-20, hi=19),
+}
+
+
 # Keys of every node that reads clouds
 TARGET_FRAME = Key(str, "frame of every output; clouds in another frame are transformed with tf2", min_length=1)
 INTENSITY_MAX = Key(float, "largest intensity the driver reports (1.0 for 0..1, 255.0 for 0..255)", lo=1e-6,
@@ -22,7 +30,8 @@ INTENSITY_MAX = Key(float, "largest intensity the driver reports (1.0 for 0..1, 
 INFERENCE_HOST = {
     "tasks": Key(list, "tasks this process hosts", item_choices=TASKS, min_items=1),
     "versions": Key(dict, "version of each task when no state file names one"),
-    "intra_op_threads": Key(int, "ONNX Runtime threads per engine", lo=1, hi=64),
+    "intra_op_threads": Key(int, "ONNX Runtime threads per engine (engines run concurrently)", lo=1, hi=64),
+    **CPU,
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_input_age_ms": Key(float, "older clouds are dropped as stale", lo=1.0, hi=60_000.0),
     "target_frame": TARGET_FRAME,
@@ -47,6 +56,7 @@ INFERENCE_HOST_SWAP = {
 }
 
 MODEL_MANAGER = {
+    **CPU,
     "engines_dir": Key(str, "engines root; empty for the package's engines/"),
     "host_service_timeout_s": Key(float, "longest wait for the inference host to load and validate", lo=1.0,
                                   hi=600.0),
@@ -58,6 +68,7 @@ MODEL_MANAGER = {
 }
 
 BASELINE = {
+    **CPU,
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_processing_time_ms": Key(float, "P99 budget of one cloud", lo=1.0, hi=1000.0),
     "target_frame": TARGET_FRAME,
@@ -90,6 +101,7 @@ BASELINE_OCCUPANCY = {
 }
 
 SIMPLEX = {
+    **CPU,
     "deadline_ms": Key(float, "advanced outputs later than stamp + this lose the cycle", lo=10.0, hi=1000.0),
     "min_confidence": Key(float, "lowest accepted advanced confidence", lo=0.0, hi=1.0),
     "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),

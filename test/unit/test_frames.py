@@ -118,3 +118,15 @@ def test_encoder_reads_intensity_in_the_manifests_range():
     b = encode(unit, BevSpec(intensity_max=1.0))
     np.testing.assert_allclose(a.bev, b.bev, atol=1e-5)
     np.testing.assert_allclose(a.point_features, b.point_features, atol=1e-5)
+
+
+def test_transform_matches_a_float64_matmul_and_keeps_nan_rows():
+    matrix = pose_from_xyz_rpy(0.3, -0.2, 1.73, 0.05, -0.02, 1.5707963)
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-80, 80, size=(5000, 4)).astype(np.float32)
+    points[7, :3] = np.nan
+    expected = points[:, :3].astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+    out = transform_points(points.copy(), matrix)
+    np.testing.assert_allclose(out[:, :3], expected, atol=1e-4, equal_nan=True)
+    assert np.isnan(out[7, :3]).all()
+    np.testing.assert_array_equal(out[:, 3], points[:, 3])

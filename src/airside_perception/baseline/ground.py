@@ -1,8 +1,11 @@
 """Ground segmentation without learning: a global RANSAC plane, refined into local planes.
 
 1. Seeds: in each coarse BEV cell, the points within ``seed_band_m`` of the cell's lowest point.
-2. A RANSAC plane through the seeds (vectorised over all hypotheses) rejects seeds on roofs,
-   wings and vehicles, and gives the apron's overall slope.
+   Larger clouds than ``fit_max_points`` are searched in an even thinning of the cloud: a 4 m
+   cell of a dense scan holds hundreds of returns, and every second one finds the same apron.
+2. A RANSAC plane through the seeds (vectorised over all hypotheses, scored on a sample of
+   ``ransac_sample`` seeds, refined by least squares on every inlier seed) rejects seeds on
+   roofs, wings and vehicles, and gives the apron's overall slope.
 3. Every ``local_cell_m`` patch with enough inlier seeds gets its own least-squares plane
    (solved for all patches at once); thin patches keep the global plane. Gentle slopes and
    bumps of the apron follow the local planes.
@@ -24,7 +27,8 @@ class GroundParams:
     seed_cell_m: float = 4.0
     seed_band_m: float = 0.15
     ransac_iterations: int = 60
-    ransac_sample: int = 3000
+    ransac_sample: int = 1000
+    fit_max_points: int = 150000
     ransac_tolerance_m: float = 0.25
     local_cell_m: float = 8.0
     min_local_seeds: int = 12
@@ -39,6 +43,9 @@ class GroundParams:
                 raise ConfigError(f"ground.{name} = {getattr(self, name)} must be positive")
         if self.ransac_iterations < 1 or self.ransac_sample < 3:
             raise ConfigError("ground.ransac_iterations must be >= 1 and ground.ransac_sample >= 3")
+        if self.fit_max_points < 1000:
+            raise ConfigError(f"ground.fit_max_points = {self.fit_max_points} must be >= 1000: fewer points "
+                              "leave seed cells empty")
 
 
 @dataclass(frozen=True)
@@ -52,31 +59,36 @@ class GroundModel:
 
     def height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Apron height under each (x, y), metres, base_link."""
-        p = self.planes.shape[0]
-        ix = ((x + self.half_extent_m) / self.cell_m).astype(np.int64)
-        iy = ((y + self.half_extent_m) / self.cell_m).astype(np.int64)
-        np.clip(ix, 0, p - 1, out=ix)
-        np.clip(iy, 0, p - 1, out=iy)
-        flat = iy * p + ix
-        coef = self.planes.reshape(-1, 3).astype(np.float32)
-        return coef[flat, 0] * x + coef[flat, 1] * y + coef[flat, 2]
+        flat, _ = _cell_index(x, y, self.half_extent_m, self.cell_m)
+        a, b, c = self.planes.reshape(-1, 3).astype(x.dtype).T.copy()
+        out = a[flat] * x
+        out += b[flat] * y
+        out += c[flat]
+        return out
 
 
 def _cell_index(x, y, half, cell):
+    """Flat index of the ``cell`` x ``cell`` BEV cell of each (x, y), and the grid's side."""
     n = int(np.ceil(2 * half / cell))
-    ix = np.clip(((x + half) / cell).astype(np.int64), 0, n - 1)
-    iy = np.clip(((y + half) / cell).astype(np.int64), 0, n - 1)
-    return iy * n + ix, n
+    scale = x.dtype.type(1.0 / cell)
+    ix = ((x + x.dtype.type(half)) * scale).astype(np.intp)
+    iy = ((y + y.dtype.type(half)) * scale).astype(np.intp)
+    np.clip(ix, 0, n - 1, out=ix)
+    np.clip(iy, 0, n - 1, out=iy)
+    iy *= n
+    iy += ix
+    return iy, n
 
 
 def _ransac_plane(pts: np.ndarray, params: GroundParams) -> np.ndarray:
-    """Best plane (a, b, c) of ``z = a x + b y + c`` through ``(M, 3)`` points, all hypotheses at once."""
+    """Best plane (a, b, c) of ``z = a x + b y + c`` through ``(M, 3)`` float64 points: every
+    hypothesis scored at once on a sample, then a least-squares fit to all of its inliers."""
     rng = np.random.default_rng(params.seed)
-    if len(pts) > params.ransac_sample:
-        pts = pts[rng.choice(len(pts), params.ransac_sample, replace=False)]
     if len(pts) < 3:
         return np.array([0.0, 0.0, float(np.median(pts[:, 2])) if len(pts) else 0.0])
-    tri = pts[rng.integers(0, len(pts), size=(params.ransac_iterations, 3))]  # (H, 3, 3)
+    sample = pts[rng.choice(len(pts), params.ransac_sample, replace=False)] if len(pts) > params.ransac_sample \
+        else pts
+    tri = sample[rng.integers(0, len(sample), size=(params.ransac_iterations, 3))]  # (H, 3, 3)
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     ok = np.abs(normal[:, 2]) > 1e-6
     normal = np.where(ok[:, None], normal, [0.0, 0.0, 1.0])
@@ -84,22 +96,34 @@ def _ransac_plane(pts: np.ndarray, params: GroundParams) -> np.ndarray:
     b = -normal[:, 1] / normal[:, 2]
     c = tri[:, 0, 2] - a * tri[:, 0, 0] - b * tri[:, 0, 1]
     steep = ~ok | (np.hypot(a, b) > params.max_slope)
-    resid = np.abs(pts[None, :, 2] - (a[:, None] * pts[None, :, 0] + b[:, None] * pts[None, :, 1] + c[:, None]))
+    resid = np.abs(sample[None, :, 2] - (a[:, None] * sample[None, :, 0] + b[:, None] * sample[None, :, 1]
+                                         + c[:, None]))
     score = (resid < params.ransac_tolerance_m).sum(axis=1)
     score[steep] = -1
     best = int(np.argmax(score))
-    inliers = pts[resid[best] < params.ransac_tolerance_m]
-    return _lstsq_plane(inliers) if len(inliers) >= 3 else np.array([a[best], b[best], c[best]])
+    plane = np.array([a[best], b[best], c[best]])
+    inliers = pts[np.abs(pts[:, 2] - (plane[0] * pts[:, 0] + plane[1] * pts[:, 1] + plane[2]))
+                  < params.ransac_tolerance_m]
+    return _lstsq_plane(inliers) if len(inliers) >= 3 else plane
 
 
 def _lstsq_plane(pts: np.ndarray) -> np.ndarray:
-    design = np.column_stack([pts[:, 0], pts[:, 1], np.ones(len(pts))])
-    coef, *_ = np.linalg.lstsq(design, pts[:, 2], rcond=None)
-    return coef
+    """Least-squares (a, b, c) through ``(M, 3)`` points, from the 3 x 3 normal equations (no BLAS
+    call on an M x 3 design matrix: a 3 x 3 solve needs no thread pool)."""
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    sx, sy, sxy = x.sum(), y.sum(), (x * y).sum()
+    ata = np.array([[(x * x).sum(), sxy, sx], [sxy, (y * y).sum(), sy], [sx, sy, float(len(pts))]])
+    atb = np.array([(x * z).sum(), (y * z).sum(), z.sum()])
+    try:
+        return np.linalg.solve(ata + np.eye(3) * 1e-9, atb)
+    except np.linalg.LinAlgError:  # every inlier on one line: a level plane through them
+        return np.array([0.0, 0.0, float(np.median(z))])
 
 
 def fit_ground(points: np.ndarray, params: GroundParams) -> GroundModel:
     """Fits the apron under ``(N, >=3)`` finite points, base_link."""
+    if len(points) > params.fit_max_points:  # an even thinning: a view, no copy
+        points = points[:: int(np.ceil(len(points) / params.fit_max_points))]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
     cells, n = _cell_index(x, y, params.half_extent_m, params.seed_cell_m)
     zmin = np.full(n * n, np.inf, dtype=z.dtype)  # same dtype: ufunc.at's fast path

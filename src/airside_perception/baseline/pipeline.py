@@ -58,24 +58,32 @@ def run_baseline(points: np.ndarray, params: BaselineParams) -> BaselineResult:
     """points (N, 4) float32 x, y, z, intensity, base_link; NaN rows allowed."""
     t0 = time.perf_counter()
     n = len(points)
-    labels = np.full(n, UNLABELLED, np.uint8)
     half = params.ground.half_extent_m
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(points[:, 0] + points[:, 1] + points[:, 2]) & (np.abs(points[:, 0]) < half) \
             & (np.abs(points[:, 1]) < half)
-    idx = np.flatnonzero(valid)
-    p = points[idx]
+    everything = bool(valid.all())  # the common case: no copy of the cloud
+    idx = None if everything else np.flatnonzero(valid)
+    p = points if everything else points[idx]
     if len(p) < 10:
         size = int(round(2 * params.grid_half_extent_m / params.grid_resolution_m))
-        return BaselineResult(labels, np.zeros((0, 7), np.float32), np.zeros(0, np.int64),
-                              np.zeros((size, size), np.int8), params.grid_resolution_m,
+        return BaselineResult(np.full(n, UNLABELLED, np.uint8), np.zeros((0, 7), np.float32),
+                              np.zeros(0, np.int64), np.zeros((size, size), np.int8), params.grid_resolution_m,
                               -params.grid_half_extent_m, {"ground": 0.0, "clusters": 0.0, "total": 0.0})
     model = fit_ground(p, params.ground)
     height = p[:, 2] - model.height(p[:, 0], p[:, 1])
     is_ground = height < params.ground.ground_tolerance_m
-    labels[idx] = np.where(is_ground, GROUND, OBSTACLE)
+    classified = np.full(len(p), OBSTACLE, np.uint8)
+    classified[is_ground] = GROUND
+    if everything:
+        labels = classified
+    else:
+        labels = np.full(n, UNLABELLED, np.uint8)
+        labels[idx] = classified
     t1 = time.perf_counter()
-    obstacle = ~is_ground & (height >= params.min_height_m) & (height <= params.max_height_m)
+    c_half = params.cluster_half_extent_m
+    obstacle = ~is_ground & (height >= params.min_height_m) & (height <= params.max_height_m) \
+        & (np.abs(p[:, 0]) < c_half) & (np.abs(p[:, 1]) < c_half)
     boxes, box_points = cluster_boxes(p[obstacle], height[obstacle], params)
     grid = occupancy_grid(p, height, params)
     t2 = time.perf_counter()
@@ -84,37 +92,46 @@ def run_baseline(points: np.ndarray, params: BaselineParams) -> BaselineResult:
 
 
 def cluster_boxes(pts: np.ndarray, height: np.ndarray, params: BaselineParams):
-    """Connected components of obstacle points on a BEV grid -> oriented boxes (M, 7)."""
+    """Connected components of obstacle points ``(K, >=3)`` (``height`` (K,) above the apron) on a
+    BEV grid -> oriented boxes (M, 7) x, y, z, l, w, h, yaw and the points of each (M,).
+
+    The points are ordered by cluster once (a radix sort of the 16-bit cluster ids), so that
+    every per-cluster sum, minimum and maximum is one ``reduceat`` over contiguous runs."""
     half, cell = params.cluster_half_extent_m, params.cluster_cell_m
     inside = (np.abs(pts[:, 0]) < half) & (np.abs(pts[:, 1]) < half)
-    pts, height = pts[inside], height[inside]
+    if not inside.all():
+        pts, height = pts[inside], height[inside]
     size = int(np.ceil(2 * half / cell))
-    ix = ((pts[:, 0] + half) / cell).astype(np.int64)
-    iy = ((pts[:, 1] + half) / cell).astype(np.int64)
+    scale = np.float32(1.0 / cell)
+    ix = np.clip(((pts[:, 0] + np.float32(half)) * scale).astype(np.intp), 0, size - 1)
+    iy = np.clip(((pts[:, 1] + np.float32(half)) * scale).astype(np.intp), 0, size - 1)
     occupied = np.zeros((size, size), bool)
     occupied[iy, ix] = True
     comp, n_comp = ndimage.label(occupied, structure=np.ones((3, 3), bool))
     if n_comp == 0:
         return np.zeros((0, 7), np.float32), np.zeros(0, np.int64)
-    lab = (comp[iy, ix] - 1).astype(np.intp)  # (K,) cluster of each point
-    count = np.bincount(lab, minlength=n_comp).astype(float)
-    x, y = pts[:, 0].astype(float), pts[:, 1].astype(float)
-    mx = np.bincount(lab, x, n_comp) / count
-    my = np.bincount(lab, y, n_comp) / count
+    lab = comp[iy, ix] - 1  # (K,) cluster of each point; every cluster holds at least one point
+    order = np.argsort(lab.astype(np.uint16) if n_comp <= 65535 else lab, kind="stable")
+    lab = lab[order]
+    starts = np.flatnonzero(np.diff(lab, prepend=-1))  # (n_comp,) first point of each cluster
+    count = np.diff(np.append(starts, len(lab))).astype(float)
+    x, y = pts[order, 0].astype(float), pts[order, 1].astype(float)
+    mx = np.add.reduceat(x, starts) / count
+    my = np.add.reduceat(y, starts) / count
     dx, dy = x - mx[lab], y - my[lab]
-    cxx = np.bincount(lab, dx * dx, n_comp) / count
-    cyy = np.bincount(lab, dy * dy, n_comp) / count
-    cxy = np.bincount(lab, dx * dy, n_comp) / count
+    cxx = np.add.reduceat(dx * dx, starts) / count
+    cyy = np.add.reduceat(dy * dy, starts) / count
+    cxy = np.add.reduceat(dx * dy, starts) / count
     yaw = 0.5 * np.arctan2(2 * cxy, cxx - cyy)  # principal axis of each cluster
-    c, s = np.cos(yaw)[lab], np.sin(yaw)[lab]
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    umin, umax = _minmax(u, lab, n_comp)
-    vmin, vmax = _minmax(v, lab, n_comp)
-    ground_z = pts[:, 2] - height
-    zmin, _ = _minmax(ground_z, lab, n_comp)
-    _, zmax = _minmax(pts[:, 2].astype(float), lab, n_comp)
-    cu, cv = (umin + umax) / 2, (vmin + vmax) / 2
     cy_, sy_ = np.cos(yaw), np.sin(yaw)
+    c, s = cy_[lab], sy_[lab]
+    u, v = c * dx + s * dy, c * dy - s * dx
+    umin, umax = np.minimum.reduceat(u, starts), np.maximum.reduceat(u, starts)
+    vmin, vmax = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+    z = pts[order, 2]
+    zmin = np.minimum.reduceat(z - height[order], starts).astype(float)  # the apron under the cluster
+    zmax = np.maximum.reduceat(z, starts).astype(float)
+    cu, cv = (umin + umax) / 2, (vmin + vmax) / 2
     centre_x = mx + cy_ * cu - sy_ * cv
     centre_y = my + sy_ * cu + cy_ * cv
     length = np.maximum(umax - umin, cell)
@@ -123,14 +140,6 @@ def cluster_boxes(pts: np.ndarray, height: np.ndarray, params: BaselineParams):
                              yaw]).astype(np.float32)
     keep = count >= params.min_cluster_points
     return boxes[keep], count[keep].astype(np.int64)
-
-
-def _minmax(values: np.ndarray, lab: np.ndarray, n: int):
-    lo = np.full(n, np.inf, dtype=values.dtype)  # same dtype: ufunc.at's fast path
-    hi = np.full(n, -np.inf, dtype=values.dtype)
-    np.minimum.at(lo, lab, values)
-    np.maximum.at(hi, lab, values)
-    return lo, hi
 
 
 def occupancy_grid(pts: np.ndarray, height: np.ndarray, params: BaselineParams) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import rospy
 from nav_msgs.msg import OccupancyGrid
@@ -15,7 +17,7 @@ from airside_perception.cloud import CloudArray
 from airside_perception.errors import ConfigError
 from airside_perception.msg import Detection3DArray, SemanticPointCloud
 from airside_perception.ros import common, messages
-from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
+from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams, IntakeTimes
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.stats import StageTimes, budget_level
 
@@ -43,6 +45,7 @@ class BaselineNode:
             self.params = baseline_params(self.cfg)
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
+        self.cpu = common.CpuStatus(NODE, self.cfg)
         self.times = StageTimes(self.cfg["stats_window"])
         self.pub_seg = rospy.Publisher("/baseline/segmentation", numpy_msg(SemanticPointCloud), queue_size=2)
         self.pub_obs = rospy.Publisher("/baseline/obstacles", Detection3DArray, queue_size=2)
@@ -52,11 +55,13 @@ class BaselineNode:
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("input", self.worker.input_status)
         self.diagnostics.add("processing", self._processing_status)
+        self.diagnostics.add("cpu", self.cpu)
         self.topic_diag = self.diagnostics.topic("/baseline/obstacles", 10.0, 0.1)
         rospy.on_shutdown(self.close)
 
-    def _process(self, header: Header, cloud: CloudArray) -> None:
+    def _process(self, header: Header, cloud: CloudArray, intake: IntakeTimes) -> None:
         result = run_baseline(cloud.points, self.params)
+        publish_start = time.perf_counter()
         latency_ms = (rospy.Time.now() - header.stamp).to_sec() * 1e3
         scores = np.where(result.labels == 255, 0.0, 1.0).astype(np.float32)
         self.pub_seg.publish(messages.semantic_msg(header, result.labels, scores, BASELINE_CLASSES, "ransac",
@@ -68,6 +73,7 @@ class BaselineNode:
                                                     result.grid_origin_m, result.grid_origin_m))
         for stage, value in result.timings_ms.items():
             self.times.add(stage, value)
+        self.times.add("publish", (time.perf_counter() - publish_start) * 1e3)
         self.times.add("end_to_end", (rospy.Time.now() - header.stamp).to_sec() * 1e3)
         self.topic_diag.tick(header.stamp)
 
@@ -76,8 +82,10 @@ class BaselineNode:
         budget = self.cfg["max_processing_time_ms"]
         level = budget_level(total.p99 if total else float("nan"), budget, 1.0, 1.5)
         values = {"budget (ms)": budget}
-        for stage in ("ground", "clusters", "total", "end_to_end"):
-            values.update(common.percentile_values(stage, self.times.percentiles(stage)))
+        for label, stage in (("stamp to arrival", "input_age"), ("arrival to start of work", "queue"),
+                             ("conditioning", "intake"), ("ground", "ground"), ("clusters", "clusters"),
+                             ("total", "total"), ("publish", "publish"), ("end_to_end", "end_to_end")):
+            values.update(common.percentile_values(label, self.times.percentiles(stage)))
         message = "no frames yet" if total is None else f"P99 {total.p99:.1f} ms of {budget:.0f} ms"
         return common.status(f"{NODE}: processing", level, message, values)
 

@@ -5,6 +5,10 @@ its age, converts it, moves it into the target frame (one 4x4 matrix from tf2), 
 intensity to the engines' range, and calls the node's ``process(header, cloud)`` with a header
 that carries the cloud's stamp and the target frame. Anything ``process`` raises is counted
 and reported, and the worker carries on with the next cloud.
+
+The first hops of each cloud's time are measured here and handed to ``process`` as
+``IntakeTimes``: stamp -> arrival (transport), arrival -> start of work (queueing behind the
+previous cloud) and conditioning (reading the buffer, the frame transform, the intensity scale).
 """
 
 from __future__ import annotations
@@ -46,11 +50,23 @@ class IntakeParams:
     intensity: Optional[IntensityScale] = None
 
 
+@dataclass(frozen=True)
+class IntakeTimes:
+    """The first hops of one cloud, milliseconds: ``arrival_ms`` stamp -> callback, ``queue_ms``
+    callback -> start of work, ``conditioning_ms`` conversion, transform and intensity scale;
+    ``start`` the ``time.perf_counter()`` at which work began."""
+
+    arrival_ms: float
+    queue_ms: float
+    conditioning_ms: float
+    start: float
+
+
 class CloudWorker:
     """Calls ``process(header, cloud)`` for the newest cloud, on one worker thread; ``header``
     has the cloud's stamp and ``params.target_frame``, ``cloud`` is in that frame."""
 
-    def __init__(self, node: str, process: Callable[[Header, CloudArray], None], params: IntakeParams,
+    def __init__(self, node: str, process: Callable[[Header, CloudArray, IntakeTimes], None], params: IntakeParams,
                  times: StageTimes):
         self.node = node
         self.process = process
@@ -88,6 +104,9 @@ class CloudWorker:
                 rospy.logerr_throttle(5.0, f"{self.node}: frame failed: {self.last_problem}")
 
     def _handle(self, msg: PointCloud2, arrival: rospy.Time) -> None:
+        start = time.perf_counter()
+        queue_ms = (rospy.Time.now() - arrival).to_sec() * 1e3
+        self.times.add("queue", queue_ms)
         age_ms = (arrival - msg.header.stamp).to_sec() * 1e3
         self.times.add("input_age", age_ms)
         with self._lock:
@@ -113,7 +132,10 @@ class CloudWorker:
             rospy.logwarn_throttle(WARN_PERIOD_S, f"{self.node}: cloud dropped: {exc}")
             return
         self._condition(cloud, matrix)
-        self.process(Header(seq=msg.header.seq, stamp=msg.header.stamp, frame_id=self.params.target_frame), cloud)
+        intake = IntakeTimes(age_ms, queue_ms, (time.perf_counter() - start) * 1e3, start)
+        self.times.add("intake", intake.conditioning_ms)
+        self.process(Header(seq=msg.header.seq, stamp=msg.header.stamp, frame_id=self.params.target_frame), cloud,
+                     intake)
         self.counts["processed"] += 1
 
     def _condition(self, cloud: CloudArray, matrix: Optional[np.ndarray]) -> None:
@@ -150,7 +172,9 @@ class CloudWorker:
         if self.params.intensity is not None:
             values["intensity_max"] = f"{self.params.intensity.intensity_max:g}"
         values.update(common.percentile_values("age on arrival", self.times.percentiles("input_age")))
+        values.update(common.percentile_values("arrival to start of work", self.times.percentiles("queue")))
         values.update(common.percentile_values("frame and intensity", self.times.percentiles("conditioning")))
+        values.update(common.percentile_values("conditioning", self.times.percentiles("intake")))
         if self.last_problem:
             values["last problem"] = self.last_problem
         if self.intensity_problem:

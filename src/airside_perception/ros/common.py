@@ -11,7 +11,7 @@ import rospkg
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from airside_perception import config
+from airside_perception import config, cpu
 from airside_perception.errors import ConfigError
 from airside_perception.stats import ERROR, OK, WARN, Percentiles
 
@@ -42,6 +42,27 @@ def fail_on_bad_config(node: str, exc: ConfigError) -> None:
     rospy.logfatal(f"{node}: configuration error: {exc}")
     rospy.signal_shutdown(f"configuration error: {exc}")
     raise SystemExit(2)
+
+
+class CpuStatus:
+    """Sizes the node's thread pools, cores and priority from its configuration (call it right
+    after the configuration is parsed), then reports CPU share and thread counts as a
+    diagnostic task."""
+
+    def __init__(self, node: str, cfg: Mapping[str, Any]):
+        self.node = node
+        try:
+            self.applied = cpu.apply(cpu.settings_from(dict(cfg)))
+        except ConfigError as exc:
+            fail_on_bad_config(node, exc)
+        self.meter = cpu.CpuMeter()
+        rospy.loginfo(f"{node}: BLAS/OpenMP threads {self.applied['threads']}, cores "
+                      f"{self.applied['cores']}, nice {self.applied['nice']}")
+
+    def __call__(self) -> DiagnosticStatus:
+        values = cpu.report(self.applied, self.meter)
+        return status(f"{self.node}: cpu", OK, f"{values['cpu share (cores)']} cores busy, "
+                      f"{values['os threads']} threads", values)
 
 
 class _RosoutHandler(logging.Handler):

@@ -30,7 +30,7 @@ from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 from airside_perception.pipelines.trust import TrustScore
 from airside_perception.ros import common, markers, messages
-from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams
+from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams, IntakeTimes
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
 from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
@@ -49,6 +49,7 @@ class InferenceHostNode:
             swap_params = SwapParams(self.cfg["backend"], self.cfg["intra_op_threads"], **swap_cfg)
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
+        self.cpu = common.CpuStatus(NODE, self.cfg)  # before the engines start their pools
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
         self.active = ActiveVersions(self.cfg["state_file"] or common.ros_home_file(
             "airside_perception", "active_engines.yaml"), self.cfg["versions"])
@@ -123,9 +124,9 @@ class InferenceHostNode:
         self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
 
     # ------------------------------------------------------------------ input
-    def _process(self, header: Header, cloud: CloudArray) -> None:
+    def _process(self, header: Header, cloud: CloudArray, intake: IntakeTimes) -> None:
         frame = self.host.process(cloud.points)
-        self._publish(header, frame)
+        self._publish(header, frame, intake)
         seg = frame.results.get("segmentation")
         if seg is not None and self.pub_seg_cloud.get_num_connections() > 0:  # rviz only, when watched
             names = self.host.engine("segmentation").manifest.class_names
@@ -156,7 +157,8 @@ class InferenceHostNode:
     def _latency_ms(self, header: Header) -> float:
         return (rospy.Time.now() - header.stamp).to_sec() * 1e3
 
-    def _publish(self, in_header: Header, frame: FrameResult) -> None:
+    def _publish(self, in_header: Header, frame: FrameResult, intake: IntakeTimes) -> None:
+        publish_start = time.perf_counter()
         header = Header(stamp=in_header.stamp, frame_id=in_header.frame_id)
         seg = frame.results.get("segmentation")
         if seg is not None and self.pub_seg:
@@ -182,14 +184,20 @@ class InferenceHostNode:
             self.topic_diags["/perception/occupancy"].tick(header.stamp)
         latency_ms = self._latency_ms(header)
         self.times.add("end_to_end", latency_ms)
+        publish_ms = (time.perf_counter() - publish_start) * 1e3
+        self.times.add("publish", publish_ms)
         tasks = self.host.tasks
         trust = [frame.trust.get(t) for t in tasks]
+        task_ms = [frame.results[t].inference_ms + frame.results[t].postprocess_ms if t in frame.results
+                   else float("nan") for t in tasks]
         self.pub_status.publish(InferenceStatus(
             header=header, tasks=tasks, versions=[frame.versions.get(t, "") for t in tasks],
             confidences=[frame.results[t].confidence if t in frame.results else 0.0 for t in tasks],
             errors=[frame.errors.get(t, "") for t in tasks], latency_ms=latency_ms,
             trust=[s.trust if s else 1.0 for s in trust], ood_scores=[s.score if s else 0.0 for s in trust],
-            ood_worst=[s.worst if s else "" for s in trust]))
+            ood_worst=[s.worst if s else "" for s in trust], arrival_ms=intake.arrival_ms, queue_ms=intake.queue_ms,
+            conditioning_ms=intake.conditioning_ms, encoding_ms=frame.preprocess_ms, task_ms=task_ms,
+            publish_ms=publish_ms))
 
     def _record(self, frame: FrameResult) -> None:
         if frame.overflow_points:
@@ -220,6 +228,7 @@ class InferenceHostNode:
         self.diagnostics.add("end_to_end", self._end_to_end_status)
         self.diagnostics.add("distribution shift", self._shift_status)
         self.diagnostics.add("platform", self._platform_status)
+        self.diagnostics.add("cpu", self.cpu)
         max_age_s = self.budget.cycle_ms / 1e3
         self.topic_diags = {t: self.diagnostics.topic(t, 10.0, max_age_s) for t, pub in (
             ("/perception/segmentation", self.pub_seg), ("/perception/detections", self.pub_det),
@@ -248,8 +257,14 @@ class InferenceHostNode:
         b = self.budget
         e2e = self.times.percentiles("end_to_end")
         level = budget_level(e2e.p99 if e2e else float("nan"), b.cycle_ms, b.warn_factor, b.error_factor)
+        hops = {}
+        for label, stage in (("stamp to arrival", "input_age"), ("arrival to start of work", "queue"),
+                             ("conditioning", "intake"), ("encoding", "preprocessing"), ("all tasks", "frame"),
+                             ("publish", "publish")):
+            hops.update(common.percentile_values(label, self.times.percentiles(stage)))
         return common.status(f"{NODE}: end_to_end", level, _budget_message(e2e, b.cycle_ms),
-                             {**common.percentile_values("stamp to publish", e2e), "budget (ms)": b.cycle_ms})
+                             {**common.percentile_values("stamp to publish", e2e), "budget (ms)": b.cycle_ms,
+                              **hops})
 
     def _task_status(self, task: str):
         b = self.budget

@@ -39,6 +39,7 @@ class ModelManagerNode:
             self.cfg = common.private_config(node_configs.MODEL_MANAGER, NODE)
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
+        self.cpu = common.CpuStatus(NODE, self.cfg)
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
         if self.cfg["require_signature"]:
             try:  # fail at start-up, loudly, when the vehicle profile cannot be enforced
@@ -59,6 +60,7 @@ class ModelManagerNode:
         self.srv_rollback = rospy.Service("/model_manager/rollback_engine", RollbackEngine, self._on_rollback)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("engines", self._engines_status)
+        self.diagnostics.add("cpu", self.cpu)
         rospy.loginfo(f"{NODE}: engines root {self.engines_root}")
 
     # ------------------------------------------------------------------ status

@@ -3,6 +3,10 @@
 Acts like a LiDAR driver: each cloud leaves with ``header.stamp = now``, at ``rate_hz``, in a
 loop. Ground-truth topics of simulator bags go out with the same stamp as their cloud.
 Use ``rosbag play`` instead to keep the recorded stamps (with ``--clock`` and use_sim_time).
+
+``~mount`` ("x y z roll pitch yaw", metres and radians) with ``~mount_parent`` publishes the
+sensor's mount as a static transform from ``~mount_parent`` to the clouds' frame, the way a
+vehicle's robot description does beside its LiDAR driver.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from typing import Dict, List
 
 import rosbag
 import rospy
+import tf2_ros
+from geometry_msgs.msg import TransformStamped
 
 from airside_perception import memory
+from airside_perception.errors import ConfigError
+from airside_perception.frames import parse_sensor_pose
 from airside_perception.ros.bag_writer import CLOUD_TOPIC
 
 NODE = "cloud_replay"
@@ -36,8 +44,31 @@ class CloudReplayNode:
         self.pubs = {}
         for topic, msg in self.frames[0]:
             self.pubs[topic] = rospy.Publisher(topic, type(msg), queue_size=2, latch=False)
+        self.mount = self._publish_mount(rospy.get_param("~mount", ""), rospy.get_param("~mount_parent", "base_link"))
         rospy.loginfo(f"{NODE}: {len(self.frames)} frames from {self.bag_path} at {self.rate_hz} Hz"
                       f"{' in a loop' if self.loop else ''}")
+
+    def _publish_mount(self, pose: str, parent: str):
+        if not pose:
+            return None
+        try:
+            matrix = parse_sensor_pose(pose)
+        except ConfigError as exc:
+            rospy.logfatal(f"{NODE}: ~mount: {exc}")
+            raise SystemExit(2) from None
+        t = TransformStamped()
+        t.header.stamp = rospy.Time.now()
+        t.header.frame_id, t.child_frame_id = parent, self.frames[0][0][1].header.frame_id
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = matrix[:3, 3]
+        w = max(1e-12, (1.0 + matrix[0, 0] + matrix[1, 1] + matrix[2, 2])) ** 0.5 / 2  # yaw below pi
+        t.transform.rotation.w = w
+        t.transform.rotation.x = (matrix[2, 1] - matrix[1, 2]) / (4 * w)
+        t.transform.rotation.y = (matrix[0, 2] - matrix[2, 0]) / (4 * w)
+        t.transform.rotation.z = (matrix[1, 0] - matrix[0, 1]) / (4 * w)
+        broadcaster = tf2_ros.StaticTransformBroadcaster()
+        broadcaster.sendTransform(t)
+        rospy.loginfo(f"{NODE}: static transform {parent} -> {t.child_frame_id}: {pose}")
+        return broadcaster
 
     def _load(self) -> List[list]:
         by_stamp: Dict[float, list] = defaultdict(list)

@@ -79,6 +79,7 @@ class SimplexNode:
             self.budget = common.load_budget()
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
+        self.cpu = common.CpuStatus(NODE, self.cfg)
         self.state = SimplexState()
         self.cycles: Dict[int, Cycle] = {}
         self.cond = threading.Condition()
@@ -111,6 +112,7 @@ class SimplexNode:
         self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_timer)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("decision", self._decision_status)
+        self.diagnostics.add("cpu", self.cpu)
         self.topic_diag = self.diagnostics.topic("/perception/obstacles", 10.0, self.params.deadline_ms / 1e3 + 0.02)
         rospy.on_shutdown(self.close)
 

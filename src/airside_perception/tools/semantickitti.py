@@ -120,9 +120,12 @@ def read_scans(root: str, class_map: Optional[ClassMap], sensor_pose: np.ndarray
         yield LabelledScan(os.path.basename(scan), points, labels)
 
 
-def kitti_clouds(root: str) -> List[LabelledScan]:
+def kitti_clouds(root: str, sensor_frame: bool = False) -> List[LabelledScan]:
     """Every scan of a KITTI recording (``root``/velodyne/*.bin) in base_link with the engines'
-    intensity, labels not read: the real scans the benchmarks and GPU checks use."""
+    intensity, labels not read: the real scans the benchmarks and GPU checks use.
+    ``sensor_frame``: as the driver gives them instead (sensor frame, intensity 0..1)."""
+    if sensor_frame:
+        return list(read_scans(root, None, np.eye(4), IntensityScale(1.0, 1.0), need_labels=False))
     return list(read_scans(root, None, parse_sensor_pose(KITTI_SENSOR_POSE), IntensityScale(KITTI_INTENSITY_MAX),
                            need_labels=False))
 

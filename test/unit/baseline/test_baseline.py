@@ -61,3 +61,53 @@ def test_evaluation_command_reports_ground_f1_and_person_recall():
     m = evaluate("val", 3, progress=False)
     assert m["ground"]["f1"] > 95 and 0 <= m["person_recall_20m"] <= 100
     assert set(m["recall_within_20m"]) >= {"person", "aircraft", "cone"}
+
+
+def _clusters_one_point_at_a_time(pts, height, params):
+    """Reference: per-cluster statistics with ufunc.at, point by point (the plain formulation)."""
+    from scipy import ndimage
+    half, cell = params.cluster_half_extent_m, params.cluster_cell_m
+    size = int(np.ceil(2 * half / cell))
+    ix = ((pts[:, 0] + half) / cell).astype(np.int64)
+    iy = ((pts[:, 1] + half) / cell).astype(np.int64)
+    occupied = np.zeros((size, size), bool)
+    occupied[iy, ix] = True
+    comp, n = ndimage.label(occupied, structure=np.ones((3, 3), bool))
+    lab = comp[iy, ix] - 1
+    count = np.bincount(lab, minlength=n).astype(float)
+    x, y = pts[:, 0].astype(float), pts[:, 1].astype(float)
+    mx, my = np.bincount(lab, x, n) / count, np.bincount(lab, y, n) / count
+    dx, dy = x - mx[lab], y - my[lab]
+    cxx, cyy = np.bincount(lab, dx * dx, n) / count, np.bincount(lab, dy * dy, n) / count
+    cxy = np.bincount(lab, dx * dy, n) / count
+    yaw = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
+    u = np.cos(yaw)[lab] * dx + np.sin(yaw)[lab] * dy
+    v = -np.sin(yaw)[lab] * dx + np.cos(yaw)[lab] * dy
+    ext = {}
+    for name, values in (("u", u), ("v", v), ("g", pts[:, 2] - height), ("z", pts[:, 2].astype(float))):
+        lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+        np.minimum.at(lo, lab, values)
+        np.maximum.at(hi, lab, values)
+        ext[name] = (lo, hi)
+    keep = count >= params.min_cluster_points
+    return count[keep], yaw[keep], {k: (lo[keep], hi[keep]) for k, (lo, hi) in ext.items()}
+
+
+def test_clusters_equal_the_point_by_point_statistics():
+    from airside_perception.baseline.pipeline import cluster_boxes
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(-50, 50, size=(60, 2))
+    pts = np.vstack([np.column_stack([c + rng.normal(0, rng.uniform(0.2, 2.0), size=(rng.integers(1, 400), 2))])
+                     for c in centres])
+    pts = np.column_stack([pts, rng.uniform(0.2, 3.0, len(pts)), np.zeros(len(pts))]).astype(np.float32)
+    height = (pts[:, 2] - rng.uniform(-0.05, 0.05, len(pts))).astype(np.float32)
+    params = BaselineParams()
+    boxes, counts = cluster_boxes(pts, height, params)
+    ref_count, ref_yaw, ext = _clusters_one_point_at_a_time(pts, height, params)
+    np.testing.assert_array_equal(counts, ref_count)
+    np.testing.assert_allclose(boxes[:, 6], ref_yaw, atol=1e-5)
+    length = np.maximum(ext["u"][1] - ext["u"][0], params.cluster_cell_m)
+    width = np.maximum(ext["v"][1] - ext["v"][0], params.cluster_cell_m)
+    np.testing.assert_allclose(boxes[:, 3], length, atol=1e-4)
+    np.testing.assert_allclose(boxes[:, 4], width, atol=1e-4)
+    np.testing.assert_allclose(boxes[:, 2], (ext["g"][0] + ext["z"][1]) / 2, atol=1e-4)
