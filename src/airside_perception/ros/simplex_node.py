@@ -3,7 +3,7 @@
 Each cloud opens a cycle keyed by its stamp. The cycle is decided as soon as the advanced
 outputs, the host's report and the baseline for that stamp are all in, and at the latest at
 ``stamp + deadline_ms``: then the baseline goes out for that cloud. The node never waits on
-the slower input. A cycle whose cloud the baseline skipped (it keeps only the newest cloud
+the slower input, nor on an inference host that has been silent for ``host_timeout_ms``. A cycle whose cloud the baseline skipped (it keeps only the newest cloud
 when clouds come faster than it runs) is superseded by the newer cycle the baseline did
 process. Near-field obstacles that the baseline sees and the advanced path misses are added
 in any mode.
@@ -162,8 +162,9 @@ class SimplexNode:
             now = time.monotonic()
             open_cycles = [(k, c) for k, c in sorted(self.cycles.items()) if k > self.last_decided_ns
                            and (c.baseline_complete() or c.advanced_complete() or k >= self.newest_baseline_ns)]
+            host_silent = (now - self.last_report) * 1e3 > self.params.host_timeout_ms  # no advanced to wait for
             due = [c for k, c in open_cycles if
-                   (c.baseline_complete() and (c.advanced_complete() or now >= c.deadline))
+                   (c.baseline_complete() and (c.advanced_complete() or host_silent or now >= c.deadline))
                    or now >= c.deadline + BASELINE_GRACE_S
                    or (k < self.newest_baseline_ns and c.advanced_complete())]
             if not due:
