@@ -179,7 +179,8 @@ def table(scenarios: Dict[str, Dict]) -> str:
     for name, row in scenarios.items():
         cpu = row["cpu"]
         lines.append(f"| {name} | {row['answered']}/{row['clouds']} | {cell(row['neural'])} | "
-                     f"{cell(row['baseline'])} | {cell(row['simplex'])} | {row['overhead_ms'] if row['overhead_ms'] is not None else '-'} | "
+                     f"{cell(row['baseline'])} | {cell(row['simplex'])} | "
+                     f"{row['overhead_ms'] if row['overhead_ms'] is not None else '-'} | "
                      f"{cpu.get('inference_host', float('nan')):.2f} / {cpu.get('baseline', float('nan')):.2f} / "
                      f"{cpu.get('simplex', float('nan')):.2f} |")
     return "\n".join(lines)
