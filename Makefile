@@ -72,7 +72,7 @@ unit: $(STAMPS)/train-deps ## unit tests (pytest, no roscore)
 	$(ROS_ENV) $(PY) -m pytest -q test/unit
 
 lint: ## ruff
-	$(PY) -m ruff check src nodes test scripts
+	$(PY) -m ruff check src nodes test scripts experiments
 
 py38: ## prove the vehicle code is Python 3.8: vermin, then compile and import under 3.8
 	$(VENV)/bin/vermin --no-tips --violations -t=3.8- --eval-annotations --backport dataclasses \

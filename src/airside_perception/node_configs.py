@@ -21,6 +21,10 @@ CPU = {
 }
 
 
+MAX_FUTURE_MS = Key(float, "clouds stamped further ahead of this node's clock are refused and counted", lo=0.0,
+                    hi=60_000.0)
+
+
 # Keys of every node that reads clouds
 TARGET_FRAME = Key(str, "frame of every output; clouds in another frame are transformed with tf2", min_length=1)
 INTENSITY_MAX = Key(float, "largest intensity the driver reports (1.0 for 0..1, 255.0 for 0..255)", lo=1e-6,
@@ -34,6 +38,7 @@ INFERENCE_HOST = {
     **CPU,
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_input_age_ms": Key(float, "older clouds are dropped as stale", lo=1.0, hi=60_000.0),
+    "max_future_ms": MAX_FUTURE_MS,
     "target_frame": TARGET_FRAME,
     "intensity_max": INTENSITY_MAX,
     "publish_markers": Key(bool, "publish rviz markers of the detections"),
@@ -71,6 +76,7 @@ BASELINE = {
     **CPU,
     "max_points": Key(int, "largest cloud accepted", lo=1000, hi=5_000_000),
     "max_processing_time_ms": Key(float, "P99 budget of one cloud", lo=1.0, hi=1000.0),
+    "max_future_ms": MAX_FUTURE_MS,
     "target_frame": TARGET_FRAME,
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
     "stats_window": stats_window(),
@@ -105,7 +111,9 @@ SIMPLEX = {
     "deadline_ms": Key(float, "advanced outputs later than stamp + this lose the cycle", lo=10.0, hi=1000.0),
     "min_confidence": Key(float, "lowest accepted advanced confidence", lo=0.0, hi=1.0),
     "recovery_cycles": Key(int, "good cycles in a row before returning to advanced", lo=1, hi=1000),
-    "host_timeout_ms": Key(float, "silence after which the inference host counts as dead", lo=50.0, hi=60_000.0),
+    "host_timeout_ms": Key(float, "silence after which the inference host (or the baseline) counts as dead",
+                           lo=50.0, hi=60_000.0),
+    "max_future_ms": MAX_FUTURE_MS,
     "near_field_m": Key(float, "radius of the baseline safety net", lo=0.0, hi=200.0),
     "min_trust": Key(float, "lowest accepted trust of the host's distribution-shift monitor", lo=0.0, hi=1.0),
     "ood_cycles": Key(int, "cycles in a row below min_trust before out_of_distribution", lo=1, hi=1000),

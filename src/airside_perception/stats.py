@@ -6,7 +6,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, Iterable, List, Optional
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,3 +74,45 @@ class StageTimes:
     def stages(self):
         with self._lock:
             return list(self._values)
+
+    def clear(self) -> None:
+        """Forgets every window (after a clock jump their values compare two different clocks)."""
+        with self._lock:
+            self._values.clear()
+
+
+class WindowedCounts:
+    """Event counts over the last ``window_s`` seconds (monotonic), with totals since start, and
+    the last message of each kind: a problem that has passed stops being reported."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self.totals: Dict[str, int] = {}
+        self._events: Deque = collections.deque()  # (monotonic, kind)
+        self._messages: Dict[str, Tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, message: str = "", now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.totals[kind] = self.totals.get(kind, 0) + 1
+            self._events.append((now, kind))
+            if message:
+                self._messages[kind] = (now, message)
+
+    def recent(self, now: Optional[float] = None) -> Dict[str, int]:
+        """Counts of each kind within the window."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._events and now - self._events[0][0] > self.window_s:
+                self._events.popleft()
+            out: Dict[str, int] = {}
+            for _, kind in self._events:
+                out[kind] = out.get(kind, 0) + 1
+            return out
+
+    def recent_messages(self, now: Optional[float] = None) -> Dict[str, str]:
+        """The last message of each kind seen within the window."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return {k: m for k, (t, m) in self._messages.items() if now - t <= self.window_s}

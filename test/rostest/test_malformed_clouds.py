@@ -82,7 +82,7 @@ class MalformedClouds(unittest.TestCase):
 
     def rejected(self):
         with self.lock:
-            return int(self.input_status["rejected"]) if self.input_status else 0
+            return int(self.input_status["rejected (total)"]) if self.input_status else 0
 
     def assert_processed(self, msg, n_expected):
         out = self.send(msg)

@@ -176,9 +176,9 @@ class RealFrames(unittest.TestCase):
             diag = self.diag.get("inference_host: input")
         self.assertIsNotNone(diag)
         values = {kv.key: kv.value for kv in diag.values}
-        self.assertGreater(int(values["no_transform"]), 5)
-        self.assertIn("lidar_without_tf", values.get("last problem", ""))
-        self.assertIn("static_transform_publisher", values.get("last problem", ""))
+        self.assertGreater(int(values["no_transform (total)"]), 5)
+        self.assertIn("lidar_without_tf", values.get("last no_transform", ""))
+        self.assertIn("static_transform_publisher", values.get("last no_transform", ""))
 
 
 if __name__ == "__main__":

@@ -47,16 +47,17 @@ class BaselineNode:
             common.fail_on_bad_config(NODE, exc)
         self.cpu = common.CpuStatus(NODE, self.cfg)
         self.times = StageTimes(self.cfg["stats_window"])
-        self.pub_seg = rospy.Publisher("/baseline/segmentation", numpy_msg(SemanticPointCloud), queue_size=2)
-        self.pub_obs = rospy.Publisher("/baseline/obstacles", Detection3DArray, queue_size=2)
-        self.pub_occ = rospy.Publisher("/baseline/occupancy", numpy_msg(OccupancyGrid), queue_size=2)
-        intake = IntakeParams(self.cfg["max_points"], MAX_INPUT_AGE_MS, self.cfg["target_frame"])
+        self.pub_seg = rospy.Publisher("baseline/segmentation", numpy_msg(SemanticPointCloud), queue_size=2)
+        self.pub_obs = rospy.Publisher("baseline/obstacles", Detection3DArray, queue_size=2)
+        self.pub_occ = rospy.Publisher("baseline/occupancy", numpy_msg(OccupancyGrid), queue_size=2)
+        intake = IntakeParams(self.cfg["max_points"], MAX_INPUT_AGE_MS, self.cfg["target_frame"],
+                              max_future_ms=self.cfg["max_future_ms"])
         self.worker = CloudWorker(NODE, self._process, intake, self.times)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("input", self.worker.input_status)
         self.diagnostics.add("processing", self._processing_status)
         self.diagnostics.add("cpu", self.cpu)
-        self.topic_diag = self.diagnostics.topic("/baseline/obstacles", 10.0, 0.1)
+        self.topic_diag = self.diagnostics.topic("baseline/obstacles", 10.0, 0.1)
         rospy.on_shutdown(self.close)
 
     def _process(self, header: Header, cloud: CloudArray, intake: IntakeTimes) -> None:

@@ -39,8 +39,19 @@ def load_budget() -> config.Budget:
 
 
 def fail_on_bad_config(node: str, exc: ConfigError) -> None:
-    rospy.logfatal(f"{node}: configuration error: {exc}")
-    rospy.signal_shutdown(f"configuration error: {exc}")
+    """A node whose configuration is wrong serves nothing, but stays up and says so: ERROR on
+    ``/diagnostics`` (``<node>: configuration``, with the key and the fix) until it is shut down,
+    instead of exiting into a respawn loop that repeats the same error every few seconds."""
+    from airside_perception.ros.diagnostics import NodeDiagnostics
+
+    rospy.logfatal(f"{node}: configuration error: {exc}. The node serves nothing and reports ERROR on "
+                   "/diagnostics until it is restarted with a corrected configuration.")
+    values = {"error": str(exc), "fix": "correct the key in the node's YAML under config/ (or the launch "
+                                        "argument that sets it), then restart the node"}
+    diagnostics = NodeDiagnostics(1.0)
+    diagnostics.add("configuration", lambda: status(f"{node}: configuration", ERROR,
+                                                    f"configuration error: {exc}", values))
+    rospy.spin()
     raise SystemExit(2)
 
 

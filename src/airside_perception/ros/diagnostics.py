@@ -5,24 +5,41 @@ One ``Updater`` per node; each status the node reports is a function task that r
 like any other function), and each output topic gets a ``TopicDiagnostic`` (frequency and
 timestamp age). The updater prefixes the node's name: a task ``input`` of the node
 ``inference_host`` is published as ``inference_host: input``.
+
+Updates run on a wall-clock thread, not a ``rospy.Timer``: a ROS clock that jumps back (sim
+time replayed or looped) kills a ``rospy.Timer``'s thread with ``ROSTimeMovedBackwardsException``
+and the node would never publish diagnostics again. A jump back is detected at each update: the
+topic frequency windows restart, the node's ``on_clock_jump`` callbacks run (rolling windows,
+deadlines), one WARN is logged. Under sim time the first update waits for the first ``/clock``
+so that no window starts at time 0 (a false "frequency too low" ERROR).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import threading
+from typing import Callable, List
 
 import diagnostic_updater
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 
 HARDWARE_ID = "airside_perception"
+#: A ROS clock that moves back by more than this is a jump (sim time restarted, bag looped).
+CLOCK_JUMP_S = 0.5
 
 
 class NodeDiagnostics:
     def __init__(self, period_s: float):
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(HARDWARE_ID)
-        self.timer = rospy.Timer(rospy.Duration.from_sec(period_s), self._on_timer)
+        self.period_s = period_s
+        self.topics: List[diagnostic_updater.TopicDiagnostic] = []
+        self.on_clock_jump: List[Callable[[], None]] = []
+        self.clock_jumps = 0
+        self._last_now = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="diagnostics", daemon=True)
+        self.thread.start()
 
     def add(self, name: str, status_fn: Callable[[], DiagnosticStatus]) -> None:
         """``status_fn`` is called at every update; what it raises becomes an ERROR status."""
@@ -40,16 +57,42 @@ class NodeDiagnostics:
     def topic(self, topic: str, rate_hz: float, max_age_s: float) -> diagnostic_updater.TopicDiagnostic:
         """Frequency (within 10 % of ``rate_hz``, over 10 updates) and stamp age (under
         ``max_age_s``) of an output topic; call ``.tick(stamp)`` on every publish."""
-        return diagnostic_updater.TopicDiagnostic(
-            topic, self.updater,
+        diag = diagnostic_updater.TopicDiagnostic(
+            rospy.resolve_name(topic), self.updater,
             diagnostic_updater.FrequencyStatusParam({"min": rate_hz, "max": rate_hz}, 0.1, 10),
             diagnostic_updater.TimeStampStatusParam(min_acceptable=-0.05, max_acceptable=max_age_s))
+        self.topics.append(diag)
+        return diag
 
-    def _on_timer(self, _event) -> None:
-        try:
-            self.updater.force_update()
-        except Exception as exc:  # diagnostics must never take the node down
-            rospy.logerr_throttle(10.0, f"diagnostics failed: {exc}")
+    def _clock_jumped(self) -> bool:
+        now = rospy.Time.now()
+        jumped = self._last_now is not None and (self._last_now - now).to_sec() > CLOCK_JUMP_S
+        self._last_now = now
+        return jumped
+
+    def _restart_windows(self) -> None:
+        for diag in self.topics:
+            diag.clear_window()
+        for callback in self.on_clock_jump:
+            try:
+                callback()
+            except Exception as exc:  # one callback must not stop the others
+                rospy.logerr(f"clock jump handling failed: {type(exc).__name__}: {exc}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and rospy.Time.now().is_zero():  # sim time before the first /clock
+            self._stop.wait(0.1)
+        self._restart_windows()
+        while not self._stop.wait(self.period_s) and not rospy.is_shutdown():
+            try:
+                if self._clock_jumped():
+                    self.clock_jumps += 1
+                    rospy.logwarn(f"{rospy.get_name()}: the ROS clock jumped back (sim time replayed or looped): "
+                                  "statistics windows restarted")
+                    self._restart_windows()
+                self.updater.force_update()
+            except Exception as exc:  # diagnostics must never take the node down
+                rospy.logerr_throttle(10.0, f"diagnostics failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        self.timer.shutdown()
+        self._stop.set()

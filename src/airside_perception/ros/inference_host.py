@@ -66,11 +66,12 @@ class InferenceHostNode:
         self.swaps = SwapController(self.host, self.active, self.engines_root, self.budget, swap_params,
                                     on_change=self._publish_engines)
         self._publish_engines()
-        self.srv_load = rospy.Service("/inference_host/load_engine", LoadEngine, self._on_load_engine)
-        self.srv_rollback = rospy.Service("/inference_host/rollback_engine", RollbackEngine, self._on_rollback)
+        self.srv_load = rospy.Service("inference_host/load_engine", LoadEngine, self._on_load_engine)
+        self.srv_rollback = rospy.Service("inference_host/rollback_engine", RollbackEngine, self._on_rollback)
         self._warm_up()
         intake = IntakeParams(self.cfg["max_points"], self.cfg["max_input_age_ms"], self.cfg["target_frame"],
-                              IntensityScale(self.cfg["intensity_max"], self.host.bev_spec.intensity_max))
+                              IntensityScale(self.cfg["intensity_max"], self.host.bev_spec.intensity_max),
+                              self.cfg["max_future_ms"])
         self._diagnostics()  # before the first frame: publishing ticks the topic diagnostics
         self.worker = CloudWorker(NODE, self._process, intake, self.times)
         rospy.on_shutdown(self.close)
@@ -111,17 +112,17 @@ class InferenceHostNode:
 
     def _pubs(self) -> None:
         tasks = self.host.tasks
-        self.pub_seg = rospy.Publisher("/perception/segmentation", numpy_msg(SemanticPointCloud), queue_size=2) \
+        self.pub_seg = rospy.Publisher("perception/segmentation", numpy_msg(SemanticPointCloud), queue_size=2) \
             if "segmentation" in tasks else None
-        self.pub_det = rospy.Publisher("/perception/detections", Detection3DArray, queue_size=2) \
+        self.pub_det = rospy.Publisher("perception/detections", Detection3DArray, queue_size=2) \
             if "detection" in tasks else None
-        self.pub_occ = rospy.Publisher("/perception/occupancy", numpy_msg(OccupancyGrid), queue_size=2) \
+        self.pub_occ = rospy.Publisher("perception/occupancy", numpy_msg(OccupancyGrid), queue_size=2) \
             if "occupancy" in tasks else None
-        self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2) \
+        self.pub_markers = rospy.Publisher("perception/markers", MarkerArray, queue_size=2) \
             if self.cfg["publish_markers"] and "detection" in tasks else None
-        self.pub_seg_cloud = rospy.Publisher("/perception/segmentation_cloud", PointCloud2, queue_size=1)
-        self.pub_status = rospy.Publisher("/inference_host/status", InferenceStatus, queue_size=5)
-        self.pub_engines = rospy.Publisher("/inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
+        self.pub_seg_cloud = rospy.Publisher("perception/segmentation_cloud", PointCloud2, queue_size=1)
+        self.pub_status = rospy.Publisher("inference_host/status", InferenceStatus, queue_size=5)
+        self.pub_engines = rospy.Publisher("inference_host/engines", ModelStatusArray, queue_size=5, latch=True)
 
     # ------------------------------------------------------------------ input
     def _process(self, header: Header, cloud: CloudArray, intake: IntakeTimes) -> None:
@@ -165,14 +166,14 @@ class InferenceHostNode:
             names = self.host.engine("segmentation").manifest.class_names
             self.pub_seg.publish(messages.semantic_msg(header, seg.labels, seg.scores, names, seg.version,
                                                        self._latency_ms(header)))
-            self.topic_diags["/perception/segmentation"].tick(header.stamp)
+            self.topic_diags["perception/segmentation"].tick(header.stamp)
         det = frame.results.get("detection")
         if det is not None and self.pub_det:
             names = classes.DETECTION_CLASS_NAMES
             b = det.boxes
             self.pub_det.publish(messages.detections_msg(header, "advanced", det.version, b.boxes, b.labels,
                                                          b.scores, names, self._latency_ms(header)))
-            self.topic_diags["/perception/detections"].tick(header.stamp)
+            self.topic_diags["perception/detections"].tick(header.stamp)
             if self.pub_markers:
                 self.pub_markers.publish(markers.box_markers(header, "advanced", b.boxes,
                                                              [names[i] for i in b.labels], b.scores))
@@ -181,7 +182,7 @@ class InferenceHostNode:
             g = occ.grid
             self.pub_occ.publish(messages.occupancy_msg(header, g.cells, g.resolution_m, g.origin_x_m,
                                                         g.origin_y_m))
-            self.topic_diags["/perception/occupancy"].tick(header.stamp)
+            self.topic_diags["perception/occupancy"].tick(header.stamp)
         latency_ms = self._latency_ms(header)
         self.times.add("end_to_end", latency_ms)
         publish_ms = (time.perf_counter() - publish_start) * 1e3
@@ -231,8 +232,8 @@ class InferenceHostNode:
         self.diagnostics.add("cpu", self.cpu)
         max_age_s = self.budget.cycle_ms / 1e3
         self.topic_diags = {t: self.diagnostics.topic(t, 10.0, max_age_s) for t, pub in (
-            ("/perception/segmentation", self.pub_seg), ("/perception/detections", self.pub_det),
-            ("/perception/occupancy", self.pub_occ)) if pub is not None}
+            ("perception/segmentation", self.pub_seg), ("perception/detections", self.pub_det),
+            ("perception/occupancy", self.pub_occ)) if pub is not None}
 
     def _input_status(self):
         status = self.worker.input_status()

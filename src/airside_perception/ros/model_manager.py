@@ -28,8 +28,8 @@ from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineRes
 from airside_perception.stats import ERROR, OK, WARN
 
 NODE = "model_manager"
-HOST_LOAD = "/inference_host/load_engine"
-HOST_ROLLBACK = "/inference_host/rollback_engine"
+HOST_LOAD = "inference_host/load_engine"
+HOST_ROLLBACK = "inference_host/rollback_engine"
 
 
 class ModelManagerNode:
@@ -54,10 +54,10 @@ class ModelManagerNode:
         self.host_models: Dict[str, ModelStatus] = {}
         self.notes: Dict[str, str] = {}
         self.counts = {"swaps": 0, "refused": 0, "rollbacks": 0}
-        self.pub_status = rospy.Publisher("/model_manager/status", ModelStatusArray, queue_size=5, latch=True)
-        self.sub = rospy.Subscriber("/inference_host/engines", ModelStatusArray, self._on_host_engines)
-        self.srv_swap = rospy.Service("/model_manager/swap_engine", SwapEngine, self._on_swap)
-        self.srv_rollback = rospy.Service("/model_manager/rollback_engine", RollbackEngine, self._on_rollback)
+        self.pub_status = rospy.Publisher("model_manager/status", ModelStatusArray, queue_size=5, latch=True)
+        self.sub = rospy.Subscriber("inference_host/engines", ModelStatusArray, self._on_host_engines)
+        self.srv_swap = rospy.Service("model_manager/swap_engine", SwapEngine, self._on_swap)
+        self.srv_rollback = rospy.Service("model_manager/rollback_engine", RollbackEngine, self._on_rollback)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("engines", self._engines_status)
         self.diagnostics.add("cpu", self.cpu)
@@ -151,7 +151,7 @@ class ModelManagerNode:
         active = serving.active_version
         if not self._claim(task):
             return SwapEngineResponse(False, f"busy: a swap or rollback of {task} is running; try again when "
-                                      "/model_manager/status shows it serving", active, ""), version_dir
+                                      "model_manager/status shows it serving", active, ""), version_dir
         try:
             try:
                 current = store.load_version(self.engines_root, task, active)

@@ -8,13 +8,22 @@ cycle whose cloud the baseline skipped (it keeps only the newest cloud when clou
 than it runs) is superseded by the newer cycle the baseline did
 process. Near-field obstacles that the baseline sees and the advanced path misses are added
 in any mode.
+
+Every answer comes from a path's result for that very cloud (``choose_output``): the advanced
+one when trusted, else the baseline's, else the advanced one marked degraded
+(``baseline_missing``), else none at all: ``no_evidence``, an empty list with source ``none``
+and a grid of unknown cells, never an "all clear". The status names every path that is
+missing and why (dead, refused by the node with its reason, no result by the deadline).
+
+Clouds stamped more than ``max_future_ms`` ahead of this node's clock open no cycle (counted);
+a clock that jumps back (sim time replayed or looped) restarts the cycles and windows.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
@@ -26,19 +35,33 @@ from visualization_msgs.msg import MarkerArray
 
 from airside_perception import memory, node_configs
 from airside_perception.errors import ConfigError
-from airside_perception.msg import Detection3DArray, InferenceStatus, SimplexStatus
+from airside_perception.msg import CloudRefused, Detection3DArray, InferenceStatus, SimplexStatus
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import INPUT_TOPIC
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.simplex import fusion
-from airside_perception.simplex.decision import ADVANCED, Evidence, SimplexParams, SimplexState, decide
-from airside_perception.stats import StageTimes, budget_level
+from airside_perception.simplex.decision import (
+    ADVANCED,
+    BASELINE,
+    NONE,
+    Evidence,
+    Output,
+    SimplexParams,
+    SimplexState,
+    choose_output,
+    decide,
+    why_missing,
+)
+from airside_perception.stats import ERROR, WARN, StageTimes, WindowedCounts, budget_level
 
 NODE = "simplex"
 KEEP_CYCLES_S = 3.0
 BASELINE_GRACE_S = 0.05  # past the deadline, a cycle without its baseline is decided anyway
-HOLD_BASELINE_S = 0.3  # such a cycle falls back to the newest baseline result this close to its stamp
 NO_INPUT_S = 1.0
+WINDOW_S = 10.0  # decisions counted for the diagnostics' level
+CLOCK_JUMP_S = 0.5
+#: Grid of a no_evidence answer before any path has published one: the advanced grid's geometry.
+DEFAULT_GRID = (200, 0.4, -40.0)  # cells per side, metres per cell, origin (both axes)
 
 
 @dataclass
@@ -54,12 +77,20 @@ class Cycle:
     baseline: Optional[Detection3DArray] = None
     baseline_grid: Optional[OccupancyGrid] = None
     arrivals: Dict[str, float] = field(default_factory=dict)
+    refused: Dict[str, str] = field(default_factory=dict)  # path -> why its node refused the cloud
 
     def advanced_complete(self) -> bool:
         return self.advanced is not None and self.advanced_grid is not None and self.report is not None
 
     def baseline_complete(self) -> bool:
         return self.baseline is not None and self.baseline_grid is not None
+
+
+def _same_geometry(a, b) -> bool:
+    """Two grids of the same cells: size, resolution and origin (merging by index needs all three)."""
+    return (a.width == b.width and a.height == b.height and abs(a.resolution - b.resolution) < 1e-6
+            and abs(a.origin.position.x - b.origin.position.x) < 1e-6
+            and abs(a.origin.position.y - b.origin.position.y) < 1e-6)
 
 
 def _boxes(msg: Optional[Detection3DArray]) -> np.ndarray:
@@ -85,36 +116,46 @@ class SimplexNode:
         self.cycles: Dict[int, Cycle] = {}
         self.cond = threading.Condition()
         self.last_report = time.monotonic() - 1e6
+        self.last_baseline = time.monotonic() - 1e6
         self.last_decided_ns = 0
         self.newest_baseline_ns = 0
-        self.held_baseline: Optional[Cycle] = None  # the newest cycle with a complete baseline
+        self.newest_stamp_ns = 0
+        self.grid_geometry = None  # MapMetaData of the last grid received, for no_evidence grids
         self.times = StageTimes(self.cfg["stats_window"])
         self.reasons: Dict[str, int] = {}
+        self.recent = WindowedCounts(WINDOW_S)  # decisions and refused clouds of the last seconds
+        self.last_faults: list = []
+        self.clock_jumps = 0
         self.last_reason = "no_input"
         self.last_shift = ""  # the statistic that last put a cycle out of distribution
         self.last_decision = time.monotonic()
-        self.pub_obs = rospy.Publisher("/perception/obstacles", Detection3DArray, queue_size=5)
-        self.pub_grid = rospy.Publisher("/perception/safety_grid", numpy_msg(OccupancyGrid), queue_size=5)
-        self.pub_status = rospy.Publisher("/simplex/status", SimplexStatus, queue_size=5)
-        self.pub_markers = rospy.Publisher("/perception/markers", MarkerArray, queue_size=2)
+        # Names are relative: they resolve in the node's namespace (the contract's names at the root).
+        self.pub_obs = rospy.Publisher("perception/obstacles", Detection3DArray, queue_size=5)
+        self.pub_grid = rospy.Publisher("perception/safety_grid", numpy_msg(OccupancyGrid), queue_size=5)
+        self.pub_status = rospy.Publisher("simplex/status", SimplexStatus, queue_size=5)
+        self.pub_markers = rospy.Publisher("perception/markers", MarkerArray, queue_size=2)
         self.subs = [
             rospy.Subscriber(INPUT_TOPIC, rospy.AnyMsg, self._on_cloud, queue_size=5, buff_size=1 << 25),
-            rospy.Subscriber("/perception/detections", Detection3DArray, self._on_part, "advanced", queue_size=5),
-            rospy.Subscriber("/perception/occupancy", numpy_msg(OccupancyGrid), self._on_part, "advanced_grid",
+            rospy.Subscriber("perception/detections", Detection3DArray, self._on_part, "advanced", queue_size=5),
+            rospy.Subscriber("perception/occupancy", numpy_msg(OccupancyGrid), self._on_part, "advanced_grid",
                              queue_size=5),
-            rospy.Subscriber("/inference_host/status", InferenceStatus, self._on_part, "report", queue_size=5),
-            rospy.Subscriber("/baseline/obstacles", Detection3DArray, self._on_part, "baseline", queue_size=5),
-            rospy.Subscriber("/baseline/occupancy", numpy_msg(OccupancyGrid), self._on_part, "baseline_grid",
+            rospy.Subscriber("inference_host/status", InferenceStatus, self._on_part, "report", queue_size=5),
+            rospy.Subscriber("baseline/obstacles", Detection3DArray, self._on_part, "baseline", queue_size=5),
+            rospy.Subscriber("baseline/occupancy", numpy_msg(OccupancyGrid), self._on_part, "baseline_grid",
                              queue_size=5),
+            rospy.Subscriber("inference_host/refused", CloudRefused, self._on_refused, ADVANCED, queue_size=20),
+            rospy.Subscriber("baseline/refused", CloudRefused, self._on_refused, BASELINE, queue_size=20),
         ]
         self._running = True
         self.worker = threading.Thread(target=self._work, name="simplex_worker", daemon=True)
         self.worker.start()
-        self.timer = rospy.Timer(rospy.Duration.from_sec(self.cfg["diagnostics_period_s"]), self._on_timer)
+        self.timer = threading.Thread(target=self._no_input_watch, name="simplex_no_input", daemon=True)
+        self.timer.start()
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
+        self.diagnostics.on_clock_jump.append(self.times.clear)
         self.diagnostics.add("decision", self._decision_status)
         self.diagnostics.add("cpu", self.cpu)
-        self.topic_diag = self.diagnostics.topic("/perception/obstacles", 10.0, self.params.deadline_ms / 1e3 + 0.02)
+        self.topic_diag = self.diagnostics.topic("perception/obstacles", 10.0, self.params.deadline_ms / 1e3 + 0.02)
         rospy.on_shutdown(self.close)
 
     # ------------------------------------------------------------------ intake
@@ -131,8 +172,36 @@ class SimplexNode:
 
     def _on_cloud(self, raw) -> None:
         stamp, _ = common.header_of_raw(raw._buff)
+        ahead_ms = (stamp - rospy.Time.now()).to_sec() * 1e3
+        if ahead_ms > self.cfg["max_future_ms"]:
+            self.recent.add("future", f"cloud stamped {ahead_ms:.0f} ms ahead of this node's clock (max_future_ms "
+                                      f"{self.cfg['max_future_ms']:.0f}): no cycle opened; synchronise the clocks")
+            rospy.logwarn_throttle(5.0, f"{NODE}: cloud stamped {ahead_ms:.0f} ms ahead of this node's clock: "
+                                        "ignored (the host and the baseline refuse it too)")
+            return
         with self.cond:
+            key = stamp.to_nsec()
+            if self.newest_stamp_ns and (self.newest_stamp_ns - key) / 1e9 > CLOCK_JUMP_S \
+                    and key <= self.last_decided_ns:
+                self._restart(f"a cloud stamped {(self.newest_stamp_ns - key) / 1e9:.1f} s before the newest one")
+            self.newest_stamp_ns = max(self.newest_stamp_ns, key)
             self._cycle(stamp, self.cfg["target_frame"])
+            self.cond.notify()
+
+    def _restart(self, why: str) -> None:
+        """Time went back (sim time replayed or looped): forget the cycles of the old timeline."""
+        self.clock_jumps += 1
+        self.cycles.clear()
+        self.last_decided_ns = self.newest_baseline_ns = self.newest_stamp_ns = 0
+        self.times.clear()
+        rospy.logwarn(f"{NODE}: time jumped back ({why}): cycles restarted, deciding on")
+
+    def _on_refused(self, msg: CloudRefused, path: str) -> None:
+        with self.cond:
+            cycle = self.cycles.get(msg.header.stamp.to_nsec())
+            if cycle is not None:
+                cycle.refused[path] = f"{msg.reason} ({msg.detail})" if msg.detail else msg.reason
+            self.recent.add(f"{path} refused", f"{msg.node}: {msg.reason}: {msg.detail}")
             self.cond.notify()
 
     def _on_part(self, msg, part: str) -> None:
@@ -140,13 +209,16 @@ class SimplexNode:
         with self.cond:
             if part == "report":
                 self.last_report = now
+            elif part.startswith("baseline"):
+                self.last_baseline = now
+            if part.endswith("grid"):
+                self.grid_geometry = msg.info
             cycle = self._cycle(msg.header.stamp, self.cfg["target_frame"])
             if cycle is not None and getattr(cycle, part) is None:
                 setattr(cycle, part, msg)
                 cycle.arrivals[part] = now
                 if part.startswith("baseline") and cycle.baseline_complete():
                     self.newest_baseline_ns = max(self.newest_baseline_ns, msg.header.stamp.to_nsec())
-                    self.held_baseline = cycle
             self.cond.notify()
 
     # ------------------------------------------------------------------ decisions
@@ -164,8 +236,11 @@ class SimplexNode:
             open_cycles = [(k, c) for k, c in sorted(self.cycles.items()) if k > self.last_decided_ns
                            and (c.baseline_complete() or c.advanced_complete() or k >= self.newest_baseline_ns)]
             host_silent = (now - self.last_report) * 1e3 > self.params.host_timeout_ms  # no advanced to wait for
+            baseline_silent = (now - self.last_baseline) * 1e3 > self.params.host_timeout_ms
             due = [c for k, c in open_cycles if
                    (c.baseline_complete() and (c.advanced_complete() or host_silent or now >= c.deadline))
+                   or (c.advanced_complete() and baseline_silent)
+                   or (ADVANCED in c.refused or host_silent) and (BASELINE in c.refused or baseline_silent)
                    or now >= c.deadline + BASELINE_GRACE_S
                    or (k < self.newest_baseline_ns and c.advanced_complete())]
             if not due:
@@ -203,105 +278,128 @@ class SimplexNode:
         self.state, reason = decide(self.state, evidence, self.params)
         if reason == "engine_error" and "non-finite" in (evidence.engine_error or ""):
             reason = "non_finite_output"
+        missing = {
+            ADVANCED: why_missing(cycle.advanced_complete(), (now - self.last_report) * 1e3,
+                                  self.params.host_timeout_ms, cycle.refused.get(ADVANCED)),
+            BASELINE: why_missing(cycle.baseline_complete(), (now - self.last_baseline) * 1e3,
+                                  self.params.host_timeout_ms, cycle.refused.get(BASELINE))}
+        output = choose_output(self.state, reason, missing[ADVANCED], missing[BASELINE])
+        faults = [f"{path}: {why}" for path, why in missing.items() if why]
+        if reason not in ("ok",) and not reason.startswith("recovering") and output.reason != reason:
+            faults.insert(0, f"advanced: {reason}")
         header = Header(stamp=cycle.stamp, frame_id=cycle.frame_id)
-        obstacles, grid = self._outputs(cycle, header)
+        obstacles = self._obstacles(cycle, header, output)
+        grid, grid_source = self._grid(cycle, header, output.source)
         self.times.add("decision", (time.perf_counter() - start) * 1e3)
         self.pub_obs.publish(obstacles)
         self.topic_diag.tick(cycle.stamp)
-        if grid is not None:
-            self.pub_grid.publish(grid)
+        self.pub_grid.publish(grid)
         self.pub_status.publish(SimplexStatus(
-            header=header, active=self.state.active, reason=reason,
+            header=header, active=output.source, reason=output.reason,
             advanced_latency_ms=evidence.latency_ms if np.isfinite(evidence.latency_ms) else -1.0,
             advanced_confidence=evidence.confidence, switches=self.state.switches,
-            decision_latency_ms=obstacles.latency_ms))
+            decision_latency_ms=obstacles.latency_ms, grid_source=grid_source, faults=faults))
         self.pub_markers.publish(markers.box_markers(header, "simplex", _boxes(obstacles),
                                                      [d.label_name for d in obstacles.detections],
                                                      [d.score for d in obstacles.detections], alpha=0.25))
-        self.reasons[reason.split(" ")[0]] = self.reasons.get(reason.split(" ")[0], 0) + 1
-        self.last_reason = reason
+        key = output.reason.split(" ")[0]
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        self.recent.add(key, "; ".join(faults))
+        self.last_reason = output.reason
+        self.last_faults = faults
         self.last_decision = time.monotonic()
         self.times.add("stamp_to_decision", (rospy.Time.now() - cycle.stamp).to_sec() * 1e3)
 
-    def _outputs(self, cycle: Cycle, header: Header):
-        use_advanced = self.state.active == ADVANCED and cycle.advanced is not None
-        cycle = self._with_baseline(cycle)
-        baseline_boxes = _boxes(cycle.baseline)
-        if use_advanced:
+    def _obstacles(self, cycle: Cycle, header: Header, output: Output) -> Detection3DArray:
+        """This cloud's obstacles from ``output.source``; never another cloud's."""
+        if output.source == ADVANCED:
             out = Detection3DArray(header=header, source="advanced", model_version=cycle.advanced.model_version,
-                                   detections=list(cycle.advanced.detections),
-                                   latency_ms=cycle.advanced.latency_ms)
-            missed = fusion.missed_near_obstacles(_boxes(cycle.advanced), baseline_boxes, self.params.near_field_m)
-            if len(missed):
-                out.detections.extend(cycle.baseline.detections[i] for i in missed)
-                out.source = "fused"
-        else:
-            src = cycle.baseline
-            out = Detection3DArray(header=header, source="baseline", model_version=src.model_version if src else "",
-                                   detections=list(src.detections) if src else [],
-                                   latency_ms=src.latency_ms if src else -1.0)
+                                   detections=list(cycle.advanced.detections))
+            if cycle.baseline is not None:
+                missed = fusion.missed_near_obstacles(_boxes(cycle.advanced), _boxes(cycle.baseline),
+                                                      self.params.near_field_m)
+                if len(missed):
+                    out.detections.extend(cycle.baseline.detections[i] for i in missed)
+                    out.source = "fused"
+        elif output.source == BASELINE:
+            out = Detection3DArray(header=header, source="baseline", model_version=cycle.baseline.model_version,
+                                   detections=list(cycle.baseline.detections))
+        else:  # no path looked at this cloud: say so, claim nothing
+            out = Detection3DArray(header=header, source=NONE, model_version="", detections=[])
         out.latency_ms = float((rospy.Time.now() - header.stamp).to_sec() * 1e3)
-        return out, self._grid(cycle, header, use_advanced)
+        return out
 
-    def _with_baseline(self, cycle: Cycle) -> Cycle:
-        """The cycle, its missing baseline filled in by the newest one within ``HOLD_BASELINE_S``.
-
-        An empty obstacle list would say "nothing there"; the baseline of a cloud a few tens of
-        milliseconds away says much more.
-        """
-        held = self.held_baseline
-        if cycle.baseline_complete() or held is None or abs((held.stamp - cycle.stamp).to_sec()) > HOLD_BASELINE_S:
-            return cycle
-        return replace(cycle, baseline=held.baseline, baseline_grid=held.baseline_grid)
-
-    def _grid(self, cycle: Cycle, header: Header, use_advanced: bool):
-        base = cycle.baseline_grid
-        adv = cycle.advanced_grid
-        chosen = adv if use_advanced else base
+    def _grid(self, cycle: Cycle, header: Header, source: str):
+        """The safety grid from the same source as the obstacles, and where it came from; every
+        cell unknown (-1) when no path has a grid for this cloud."""
+        base, adv = cycle.baseline_grid, cycle.advanced_grid
+        chosen = adv if source == ADVANCED else base if source == BASELINE else None
         if chosen is None:
-            chosen = base or adv
-        if chosen is None:
-            return None
+            return self._unknown_grid(header), NONE
         grid = messages.NumpyOccupancyGrid(header=header, info=chosen.info, data=np.asarray(chosen.data, np.int8))
-        if use_advanced and base is not None and base.info.width == adv.info.width:
+        if source == ADVANCED and base is not None and _same_geometry(base.info, adv.info):
             size = adv.info.width
             mask = fusion.near_field_mask(size, adv.info.resolution, adv.info.origin.position.x,
                                           self.params.near_field_m)
             merged = fusion.merge_grids(np.asarray(adv.data, np.int8).reshape(size, size),
                                         np.asarray(base.data, np.int8).reshape(size, size), mask)
             grid.data = merged.reshape(-1)
-        return grid
+            return grid, "fused"
+        return grid, source
+
+    def _unknown_grid(self, header: Header):
+        info = self.grid_geometry
+        if info is not None:
+            cells = np.full(info.width * info.height, -1, np.int8)
+            return messages.NumpyOccupancyGrid(header=header, info=info, data=cells)
+        size, resolution_m, origin_m = DEFAULT_GRID
+        return messages.occupancy_msg(header, np.full((size, size), -1, np.int8), resolution_m, origin_m, origin_m)
 
     # ------------------------------------------------------------------ diagnostics
-    def _on_timer(self, _event) -> None:
-        """Without clouds no cycle is decided: the status says so once per period."""
-        try:
-            if time.monotonic() - self.last_decision > NO_INPUT_S:
-                self.last_reason = "no_input"
-                self.pub_status.publish(SimplexStatus(header=Header(stamp=rospy.Time.now()), active=self.state.active,
-                                                      reason="no_input", advanced_latency_ms=-1.0,
-                                                      switches=self.state.switches, decision_latency_ms=-1.0))
-        except Exception as exc:  # the timer must never take the node down
-            rospy.logerr_throttle(10.0, f"{NODE}: status failed: {exc}")
+    def _no_input_watch(self) -> None:
+        """Without clouds no cycle is decided: the status says so once per period (wall clock:
+        a ROS clock that jumps back must not stop it)."""
+        while self._running and not rospy.is_shutdown():
+            time.sleep(self.cfg["diagnostics_period_s"])
+            try:
+                if time.monotonic() - self.last_decision > NO_INPUT_S:
+                    self.last_reason = "no_input"
+                    self.pub_status.publish(SimplexStatus(
+                        header=Header(stamp=rospy.Time.now()), active=NONE, reason="no_input",
+                        advanced_latency_ms=-1.0, switches=self.state.switches, decision_latency_ms=-1.0,
+                        grid_source=NONE, faults=["input: no cloud for over 1 s"]))
+            except Exception as exc:  # the watch must never stop
+                rospy.logerr_throttle(10.0, f"{NODE}: status failed: {exc}")
 
     def _decision_status(self):
         budget = self.budget.stage("safety_monitoring")
         decision = self.times.percentiles("decision")
         level = budget_level(decision.p99 if decision else float("nan"), budget, self.budget.warn_factor,
                              self.budget.error_factor)
+        recent = self.recent.recent()
         values = {"active": self.state.active, "last reason": self.last_reason,
-                  "switches": self.state.switches, "budget (ms)": budget,
+                  "last faults": "; ".join(self.last_faults) or "none",
+                  "switches": self.state.switches, "budget (ms)": budget, "clock jumps back": self.clock_jumps,
                   "last distribution shift": self.last_shift or "none seen",
-                  **{f"cycles {k}": v for k, v in sorted(self.reasons.items())}}
+                  **{f"cycles {k} (total)": v for k, v in sorted(self.reasons.items())},
+                  **{f"{k} (last {WINDOW_S:.0f} s)": v for k, v in sorted(recent.items())}}
         values.update(common.percentile_values("decision", decision))
         values.update(common.percentile_values("stamp to decision", self.times.percentiles("stamp_to_decision")))
         message = f"{self.state.active} ({self.last_reason}), {self.state.switches} switches"
         if self.state.active != ADVANCED:
-            level = max(level, 1)
+            level = max(level, WARN)
+        missing = {k: v for k, v in recent.items() if k in ("no_evidence", "baseline_missing")}
+        if missing:  # the safety output had no evidence, or no baseline behind it: a fault to fix
+            level = ERROR
+            message = ", ".join(f"{k} on {v} cycles in {WINDOW_S:.0f} s" for k, v in missing.items()) + \
+                f"; last: {'; '.join(self.last_faults)}"
+        if recent.get("future"):
+            level = max(level, WARN)
         return common.status(f"{NODE}: decision", level, message, values)
 
     def close(self) -> None:
         self._running = False
+        self.diagnostics.close()
         with self.cond:
             self.cond.notify_all()
 

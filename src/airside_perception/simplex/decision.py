@@ -3,6 +3,11 @@
 The advanced path is trusted for a cycle only if its outputs belong to that cloud, arrived by
 the deadline, are confident, come from a healthy engine and a live host. Going back from the
 baseline to the advanced path takes ``recovery_cycles`` good cycles in a row.
+
+What goes out for the cloud (``choose_output``) is always a path's result for that cloud: the
+advanced one when the controller trusts it; else the baseline's; else, with the baseline
+missing, the advanced one marked degraded (``baseline_missing``); with neither, no claim at all
+(``none`` / ``no_evidence``: no obstacles and an unknown grid, never an empty "all clear").
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from airside_perception.errors import ConfigError
 
 ADVANCED = "advanced"
 BASELINE = "baseline"
+NONE = "none"
+NO_EVIDENCE = "no_evidence"
+BASELINE_MISSING = "baseline_missing"
 
 
 @dataclass(frozen=True)
@@ -102,3 +110,46 @@ def decide(state: SimplexState, evidence: Evidence, params: SimplexParams) -> Tu
     if streak >= params.recovery_cycles:
         return SimplexState(ADVANCED, streak, state.switches + 1, low_trust), "ok"
     return SimplexState(BASELINE, streak, state.switches, low_trust), f"recovering {streak}/{params.recovery_cycles}"
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the simplex publishes for one cloud: ``source`` advanced | baseline | none, and the
+    reason the status gives (the controller's, or ``baseline_missing`` / ``no_evidence``)."""
+
+    source: str
+    reason: str
+
+    @property
+    def is_degraded(self) -> bool:
+        return self.reason == BASELINE_MISSING
+
+
+def choose_output(state: SimplexState, reason: str, advanced_missing: Optional[str],
+                  baseline_missing: Optional[str]) -> Output:
+    """The source of this cloud's obstacles and grid, after ``decide``.
+
+    ``advanced_missing`` / ``baseline_missing``: ``None`` when that path's result for this very
+    cloud is in hand, else why not (dead, late, refused, ...). Only a path with a result can be
+    published; the controller's choice wins when its path has one.
+    """
+    if state.active == ADVANCED and advanced_missing is None:
+        return Output(ADVANCED, reason)
+    if baseline_missing is None:
+        return Output(BASELINE, reason)
+    if advanced_missing is None:
+        return Output(ADVANCED, BASELINE_MISSING)
+    return Output(NONE, NO_EVIDENCE)
+
+
+def why_missing(has_result: bool, silence_ms: float, timeout_ms: float, refused: Optional[str]) -> Optional[str]:
+    """Why a path has no result for a cloud when the simplex decides, or ``None`` when it has one:
+    ``dead`` (silent longer than ``timeout_ms``), ``refused: <why>`` (the node announced it),
+    or no result by the decision (late, or the cloud was skipped)."""
+    if has_result:
+        return None
+    if not silence_ms <= timeout_ms:  # NaN silence counts as dead
+        return f"dead (silent {silence_ms / 1e3:.1f} s)"
+    if refused:
+        return f"refused: {refused}"
+    return "no result by the deadline"

@@ -48,3 +48,50 @@ def test_near_field_safety_net():
     baseline = np.array([[5.2, 0.1, 0, 0.8, 0.8, 1.7, 0], [8, 3, 0, 0.6, 0.6, 1.7, 0], [40, 0, 0, 4, 2, 2, 0]], float)
     assert missed_near_obstacles(advanced, baseline, 20.0).tolist() == [1]
     assert missed_near_obstacles(np.zeros((0, 7)), baseline, 20.0).tolist() == [0, 1]
+
+
+def test_output_follows_the_controller_when_its_path_has_a_result():
+    from airside_perception.simplex.decision import Output, choose_output
+    trusted = SimplexState(active="advanced")
+    untrusted = SimplexState(active="baseline")
+    assert choose_output(trusted, "ok", None, None) == Output("advanced", "ok")
+    assert choose_output(trusted, "ok", None, "dead") == Output("advanced", "ok")
+    assert choose_output(untrusted, "out_of_distribution", None, None) == Output("baseline", "out_of_distribution")
+    assert choose_output(untrusted, "deadline_miss", "late", None) == Output("baseline", "deadline_miss")
+
+
+def test_a_missing_baseline_publishes_the_advanced_result_degraded_and_neither_claims_nothing():
+    from airside_perception.simplex.decision import Output, choose_output
+    untrusted = SimplexState(active="baseline")
+    degraded = choose_output(untrusted, "out_of_distribution", None, "dead (silent 2.3 s)")
+    assert degraded == Output("advanced", "baseline_missing") and degraded.is_degraded
+    assert choose_output(untrusted, "stale", "dead", "refused: no_transform") == Output("none", "no_evidence")
+    assert choose_output(SimplexState(active="advanced"), "ok", "late", "late") == Output("none", "no_evidence")
+
+
+def test_output_never_comes_from_a_path_without_a_result():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from airside_perception.simplex.decision import choose_output
+    missing = st.one_of(st.none(), st.sampled_from(["dead", "late", "refused: stale", "no result"]))
+
+    @given(st.sampled_from(["advanced", "baseline"]), missing, missing)
+    def check(active, advanced_missing, baseline_missing):
+        out = choose_output(SimplexState(active=active), "ok", advanced_missing, baseline_missing)
+        has = {"advanced": advanced_missing is None, "baseline": baseline_missing is None}
+        if out.source == "none":
+            assert not any(has.values()) and out.reason == "no_evidence"
+        else:
+            assert has[out.source]
+    check()
+
+
+def test_a_missing_path_is_named_with_its_cause():
+    from airside_perception.simplex.decision import why_missing
+    assert why_missing(True, 10.0, 500.0, None) is None
+    assert why_missing(False, 2300.0, 500.0, None) == "dead (silent 2.3 s)"
+    assert why_missing(False, float("nan"), 500.0, None).startswith("dead")
+    assert why_missing(False, 20.0, 500.0, "no_transform: no transform from 'velodyne'") == \
+        "refused: no_transform: no transform from 'velodyne'"
+    assert why_missing(False, 20.0, 500.0, None) == "no result by the deadline"
