@@ -95,6 +95,9 @@ rostest: ## integration tests against a real roscore (catkin_make run_tests)
 	test -f test/data/generated/sensor_frame_110k.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
 	  $(PKG).sim bag --seed 110016 --frames 20 --density default --compression lz4 --frame-id velodyne \
 	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sensor_frame_110k.bag > /dev/null; }
+	test -f test/data/generated/base_link_110k.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
+	  $(PKG).sim bag --seed 110016 --frames 20 --density default --compression lz4 \
+	  --out test/data/generated/base_link_110k.bag > /dev/null; }
 	cd $(WS) && $(ROS_ENV) catkin_make run_tests -j1 > $(WS)/run_tests.log 2>&1 || true
 	cd $(WS) && $(ROS_ENV) catkin_test_results --verbose build/test_results \
 	  || { grep -E "FAILURE|ERROR|failed" -m 40 $(WS)/run_tests.log; exit 1; }

@@ -15,7 +15,6 @@ from sensor_msgs.msg import PointCloud2
 from airside_perception.msg import Detection3DArray
 from airside_perception.ros import convert
 from airside_perception.sim.world import make_scan
-from airside_perception.srv import SwapEngine
 
 CONTRACT = ("/perception/segmentation", "/perception/detections", "/perception/occupancy", "/perception/obstacles",
             "/perception/safety_grid", "/simplex/status", "/baseline/obstacles", "/model_manager/status",
@@ -68,11 +67,6 @@ class Namespaces(unittest.TestCase):
             s.unregister()
         self.assertGreater(len(got["left"]), 10)
         self.assertEqual(got["right"], [], "the right graph answered a cloud of the left one")
-
-    def test_the_operator_service_of_each_graph_answers_for_its_graph(self):
-        out = rospy.ServiceProxy("/right/model_manager/swap_engine", SwapEngine)("detection", "/no/such/version")
-        self.assertFalse(out.success)
-        self.assertTrue(out.message)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,13 @@ class Feed:
 
     def __init__(self):
         sensor = SensorFrame("velodyne", pose_from_xyz_rpy(*MOUNT), 1.0)
-        self.street = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("compact"),
+        self.street = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("default"),
                                          np.random.default_rng(k)).points) for k in range(6)]
         self.mode = "bag"
         self.future_s = 0.0
         self.k = 0
         self.sent = {}  # stamp ns -> mode
+        self.order = []  # (stamp ns, mode) as sent
         self.lock = threading.Lock()
         self.pub = rospy.Publisher(INPUT, PointCloud2, queue_size=2)
         self.sub = rospy.Subscriber("/test/velodyne_cloud", PointCloud2, self._on, queue_size=2, buff_size=1 << 25)
@@ -60,6 +61,7 @@ class Feed:
             msg.header.stamp = msg.header.stamp + rospy.Duration.from_sec(self.future_s)
         with self.lock:
             self.sent[msg.header.stamp.to_nsec()] = mode
+            self.order.append((msg.header.stamp.to_nsec(), mode))
         self.pub.publish(msg)
 
 
@@ -158,6 +160,13 @@ class TruthAndTime(unittest.TestCase):
             time.sleep(1.0)
             good = [m for m in self._since("obstacles", t_good) if self._mode_of(m) == "bag"]
             self.assertGreaterEqual(len(good), 5, f"after clouds {ahead_s:g} s ahead, outputs did not resume")
+            with self.feed.lock:
+                order = list(self.feed.order)
+            last_future = max(i for i, (_, mode) in enumerate(order) if mode == "future")
+            first_good = next(stamp for stamp, mode in order[last_future:] if mode == "bag")
+            answered = {m.header.stamp.to_nsec() for m in self._since("obstacles", t_good - 0.3)}
+            self.assertIn(first_good, answered, f"the first good cloud after clouds {ahead_s:g} s ahead was not "
+                                                "answered: outputs must resume within one cycle")
             future = [m for m in self._since("obstacles", t_good - 0.3) if self._mode_of(m) == "future"]
             self.assertEqual(future, [], "a cloud from the future was answered")
         time.sleep(1.5)

@@ -28,6 +28,18 @@ HARDWARE_ID = "airside_perception"
 CLOCK_JUMP_S = 0.5
 
 
+def _safe_frequency(run: Callable):
+    """``FrequencyStatus.run`` that survives a ROS clock standing still (sim time paused between
+    two replays): its window would be zero seconds long."""
+    def safe(stat):
+        try:
+            return run(stat)
+        except ZeroDivisionError:
+            stat.summary(DiagnosticStatus.WARN, "the ROS clock did not advance (sim time paused)")
+            return stat
+    return safe
+
+
 class NodeDiagnostics:
     def __init__(self, period_s: float):
         self.updater = diagnostic_updater.Updater()
@@ -61,6 +73,7 @@ class NodeDiagnostics:
             rospy.resolve_name(topic), self.updater,
             diagnostic_updater.FrequencyStatusParam({"min": rate_hz, "max": rate_hz}, 0.1, 10),
             diagnostic_updater.TimeStampStatusParam(min_acceptable=-0.05, max_acceptable=max_age_s))
+        diag.freq.run = _safe_frequency(diag.freq.run)
         self.topics.append(diag)
         return diag
 
@@ -90,6 +103,7 @@ class NodeDiagnostics:
                     rospy.logwarn(f"{rospy.get_name()}: the ROS clock jumped back (sim time replayed or looped): "
                                   "statistics windows restarted")
                     self._restart_windows()
+                    continue  # the windows start now: the next update measures them
                 self.updater.force_update()
             except Exception as exc:  # diagnostics must never take the node down
                 rospy.logerr_throttle(10.0, f"diagnostics failed: {type(exc).__name__}: {exc}")

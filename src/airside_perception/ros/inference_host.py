@@ -33,9 +33,10 @@ from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams, IntakeTimes
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
-from airside_perception.stats import ERROR, OK, WARN, StageTimes, budget_level
+from airside_perception.stats import ERROR, OK, WARN, StageTimes, WindowedCounts, budget_level
 
 NODE = "inference_host"
+ERROR_WINDOW_S = 10.0
 WARM_UP_ROUNDS = 2
 
 
@@ -59,6 +60,7 @@ class InferenceHostNode:
         self.times = StageTimes(self.cfg["stats_window"])
         self.counts: Dict[str, int] = {"overflow_frames": 0, "overflow_points": 0}
         self.task_errors: Dict[str, int] = {t: 0 for t in self.host.tasks}
+        self.recent_errors = WindowedCounts(ERROR_WINDOW_S)  # a failed frame long past is no longer an ERROR
         self.last_error: Dict[str, str] = {}
         self.last_trust: Dict[str, TrustScore] = {}
         self.ood_frames: Dict[str, int] = {t: 0 for t in self.host.tasks}
@@ -217,6 +219,7 @@ class InferenceHostNode:
         for task, error in frame.errors.items():
             self.task_errors[task] += 1
             self.last_error[task] = error
+            self.recent_errors.add(task, error)
             rospy.logerr_throttle(5.0, f"{NODE}: {task}: {error}")
 
     # ------------------------------------------------------------------ diagnostics
@@ -282,8 +285,11 @@ class InferenceHostNode:
         message = _budget_message(total, b.stage(task))
         if task in self.last_error:
             values["last error"] = self.last_error[task]
-        if self.task_errors[task]:
-            level, message = ERROR, f"{self.task_errors[task]} failed frames; last: {self.last_error[task]}"
+        recent = self.recent_errors.recent().get(task, 0)
+        values[f"errors (last {ERROR_WINDOW_S:.0f} s)"] = recent
+        if recent:
+            level, message = ERROR, (f"{recent} failed frames in {ERROR_WINDOW_S:.0f} s "
+                                     f"({self.task_errors[task]} in all); last: {self.last_error[task]}")
         return common.status(f"{NODE}: {task}", level, message, values)
 
     def _platform_status(self):

