@@ -36,6 +36,7 @@ from airside_perception.errors import AirsideError
 from airside_perception.frames import IntensityScale, transform_points
 from airside_perception.msg import CloudRefused
 from airside_perception.ros import common, convert
+from airside_perception.ros.diagnostics import CLOCK_JUMP_S
 from airside_perception.ros.frames import TargetFrame, TransformMissing
 from airside_perception.slot import LatestSlot
 from airside_perception.stats import OK, WARN, StageTimes, WindowedCounts
@@ -45,7 +46,6 @@ INPUT_TOPIC = "airside_av/lidar/aggregated"
 CLOUD_BUFFER_BYTES = 1 << 25  # 32 MiB: a 300k-point cloud with extra fields fits whole
 WARN_PERIOD_S = 5.0
 WINDOW_S = 10.0  # problems older than this no longer hold the input status at WARN
-CLOCK_JUMP_S = 0.5
 PROBLEMS = ("rejected", "stale", "future", "worker_errors", "no_transform", "intensity_out_of_range", "no_intensity")
 #: What a cloud without an intensity field costs, measured on the KITTI scans (README, "Real sensors").
 NO_INTENSITY_COST = ("the engines see intensity 0 everywhere (segmentation agreed with the with-intensity result "

@@ -38,7 +38,7 @@ from airside_perception.errors import ConfigError
 from airside_perception.msg import CloudRefused, Detection3DArray, InferenceStatus, SimplexStatus
 from airside_perception.ros import common, markers, messages
 from airside_perception.ros.cloud_worker import INPUT_TOPIC
-from airside_perception.ros.diagnostics import NodeDiagnostics
+from airside_perception.ros.diagnostics import CLOCK_JUMP_S, NodeDiagnostics
 from airside_perception.simplex import fusion
 from airside_perception.simplex.decision import (
     ADVANCED,
@@ -61,7 +61,6 @@ NODE = "simplex"
 KEEP_CYCLES_S = 3.0
 NO_INPUT_S = 1.0
 WINDOW_S = 10.0  # decisions counted for the diagnostics' level
-CLOCK_JUMP_S = 0.5
 #: Grid of a no_evidence answer before any path has published one: the advanced grid's geometry.
 DEFAULT_GRID = (200, 0.4, -40.0)  # cells per side, metres per cell, origin (both axes)
 
