@@ -168,7 +168,8 @@ def fault_of(evidence: Evidence, params: SimplexParams) -> Optional[str]:
         return "engine_error"
     if not evidence.has_output or not evidence.on_time or any(i.endswith(": missing") for i in evidence.invalid):
         return "deadline_miss"
-    if evidence.invalid or _bad_number(float(evidence.latency_ms), 0.0, math.inf):
+    if (evidence.invalid or _bad_number(float(evidence.latency_ms), 0.0, math.inf)
+            or _bad_number(float(evidence.confidence), 0.0, 1.0) or _bad_number(float(evidence.trust), 0.0, 1.0)):
         return "invalid_report"
     if not evidence.is_finite:
         return "non_finite_output"

@@ -98,6 +98,19 @@ def test_a_missing_path_is_named_with_its_cause():
     assert why_missing(False, 20.0, 500.0, None) == "no result by the deadline"
 
 
+@pytest.mark.parametrize("field, value", [("trust", float("inf")), ("trust", 1.5), ("trust", -0.1),
+                                          ("confidence", float("inf")), ("confidence", 2.0),
+                                          ("latency_ms", -1.0), ("latency_ms", float("inf"))])
+def test_an_out_of_range_number_in_good_evidence_is_an_invalid_report(field, value):
+    from dataclasses import replace
+
+    from airside_perception.simplex.decision import fault_of
+    good = Evidence(has_output=True, on_time=True, latency_ms=10.0, confidence=0.99, engine_error=None,
+                    is_finite=True, host_silence_ms=5.0)
+    assert fault_of(good, P) is None
+    assert fault_of(replace(good, **{field: value}), P) == "invalid_report"
+
+
 def _evidences():
     from hypothesis import strategies as st
     number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0.0, 1.0))
