@@ -82,7 +82,7 @@ ifneq ($(PY38),)
 	$(VENV38)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-py38.txt
 	$(VENV38)/bin/python -m compileall -q src/$(PKG) nodes
 	PYTHONPATH=src $(VENV38)/bin/python scripts/import_check.py
-	PYTHONPATH=src $(VENV38)/bin/python -m pytest -q -p no:cacheprovider test/unit
+	PYTHONPATH=src $(VENV38)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" test/unit
 else
 	@echo "py38: no pyenv 3.8 interpreter here; vermin check only"
 endif

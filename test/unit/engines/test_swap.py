@@ -102,6 +102,7 @@ def test_nan_engine_passes_golden_validation_then_rolls_back_automatically(root,
     host.close()
 
 
+@pytest.mark.slow
 def test_thirty_swaps_keep_memory_flat(root, tmp_path):
     """Each swap loads, validates and retires an engine (about 2 s here); 30 of them after the
     warm-up show a leak of 1 MB per swap against the 10 % allowance (the graph's soak runs hold
@@ -235,6 +236,7 @@ def _loaded_controller(root, tmp_path, deadline_ms):
     return ctl, host
 
 
+@pytest.mark.slow
 def test_an_exact_copy_is_neither_refused_nor_rolled_back_under_a_cpu_hog(root, tmp_path):
     import time
 
@@ -252,6 +254,7 @@ def test_an_exact_copy_is_neither_refused_nor_rolled_back_under_a_cpu_hog(root, 
     host.close()
 
 
+@pytest.mark.slow
 def test_a_clearly_slower_candidate_is_still_refused_under_a_cpu_hog(root, tmp_path):
     import time
 
@@ -292,6 +295,7 @@ def _frame_ms(root, tmp_path, x):
     return float(np.median(t)), x
 
 
+@pytest.mark.slow
 def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, tmp_path, monkeypatch):
     import time
 

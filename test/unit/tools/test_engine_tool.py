@@ -65,6 +65,7 @@ def test_build_without_tensorrt_plans_and_says_so(tmp_path):
     assert res.returncode == 2 and "--tensorrt-version" in res.stderr
 
 
+@pytest.mark.slow
 def test_badly_calibrated_int8_fails_the_gates_by_name(tmp_path):
     root = tmp_path / "engines"
     shutil.copytree(os.path.join(ENGINES, "segmentation", "1.0.0"), root / "segmentation" / "1.0.0")
