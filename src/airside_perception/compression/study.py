@@ -3,7 +3,7 @@
     python -m airside_perception.compression.study train --task segmentation --ratios 0.3 0.5 \
         --steps 800 --out-dir build/prune_study          # on a GPU machine (or slowly on the CPU)
     python -m airside_perception.compression.study measure --task segmentation --out-dir build/prune_study \
-        --json docs/results/pruning_study.json           # on the machine the engines are timed on
+        --json docs/results/compression/pruning_study.json           # on the machine the engines are timed on
 
 ``train`` prunes the base network once per (method, ratio) and fine-tunes every variant on the
 same simulated batches (hard labels, same seeds and steps). ``measure`` exports each variant

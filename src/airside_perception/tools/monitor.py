@@ -1,7 +1,7 @@
 """The distribution-shift monitor: calibration and measurement.
 
     python -m airside_perception.tools.monitor calibrate --version-of segmentation=1.2.0 ...
-    python -m airside_perception.tools.monitor measure --json docs/results/monitor.json \
+    python -m airside_perception.tools.monitor measure --json docs/results/accuracy/monitor.json \
         [--real semantickitti:DIR ...]
 
 ``calibrate`` (also ``engine_tool calibrate-monitor``) runs the engines on in-distribution
