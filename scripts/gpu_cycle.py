@@ -32,11 +32,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from airside_perception.engines import store  # noqa: E402
+from airside_perception.evaluation.semantickitti import kitti_clouds  # noqa: E402
 from airside_perception.ops import bev, detection, occupancy, segmentation  # noqa: E402
+from airside_perception.pipelines import store  # noqa: E402
 from airside_perception.pipelines.tasks import TaskEngine  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
-from airside_perception.tools.semantickitti import kitti_clouds  # noqa: E402
 
 ROOT = os.path.join(HERE, "..")
 WEIGHTS = {"segmentation": ("1.4.0", "models/segmentation-1.0.0.pt"),

@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-from airside_perception.engines import store
+from airside_perception.evaluation.semantickitti import kitti_clouds
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.ros.common import package_path
 from airside_perception.sim.world import make_scan, split_seeds
-from airside_perception.tools.semantickitti import kitti_clouds
 
 VERSIONS = {"segmentation": "2.2.0", "detection": "2.1.0", "occupancy": "1.1.0"}
 THRESHOLDS = (0.6, 0.9, 0.95, 0.96, 0.97)

@@ -35,11 +35,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "src"))
 
 from airside_perception import classes  # noqa: E402
+from airside_perception.evaluation.metrics import SegmentationMeter  # noqa: E402
 from airside_perception.ops.bev import BevSpec, encode  # noqa: E402
 from airside_perception.sim.camera import SURROUND, point_colours  # noqa: E402
 from airside_perception.sim.scene import generate_scene  # noqa: E402
 from airside_perception.sim.world import render_scan, split_seeds  # noqa: E402
-from airside_perception.tools.metrics import SegmentationMeter  # noqa: E402
 from airside_perception.training import checkpoint, distill, models  # noqa: E402
 
 ROOT = os.path.join(HERE, "..", "..")

@@ -19,9 +19,8 @@ import time
 
 import numpy as np
 
-from airside_perception.engines import store
 from airside_perception.ops.bev import BevSpec, encode
-from airside_perception.pipelines import trust
+from airside_perception.pipelines import store, trust
 from airside_perception.sim.world import make_scan, split_seeds
 
 HERE = os.path.dirname(os.path.abspath(__file__))

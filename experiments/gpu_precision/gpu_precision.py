@@ -31,9 +31,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "gpu_models"))
 from bench_gpu_models import graphed, timed  # noqa: E402
 
 from airside_perception.compression import lowp_gemm, qat  # noqa: E402
+from airside_perception.evaluation.semantickitti import kitti_clouds  # noqa: E402
 from airside_perception.ops import bev  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
-from airside_perception.tools.semantickitti import kitti_clouds  # noqa: E402
 from airside_perception.training import checkpoint  # noqa: E402
 
 ROOT = os.path.join(HERE, "..", "..")

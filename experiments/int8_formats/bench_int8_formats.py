@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from airside_perception import memory
-from airside_perception.engines import store
 from airside_perception.ops.bev import BevSpec, encode
+from airside_perception.pipelines import store
 from airside_perception.stats import Percentiles
 from airside_perception.tools.quantize import quantize_int8, select_calibration
 

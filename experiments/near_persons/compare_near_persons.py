@@ -17,10 +17,10 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
-from airside_perception.engines import store  # noqa: E402
+from airside_perception.evaluation.gates import lost_persons, person_groups, persons_found  # noqa: E402
 from airside_perception.ops.bev import encode  # noqa: E402
+from airside_perception.pipelines import store  # noqa: E402
 from airside_perception.sim.world import make_scan, split_seeds  # noqa: E402
-from airside_perception.tools.gates import lost_persons, person_groups, persons_found  # noqa: E402
 
 ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "engines")
 

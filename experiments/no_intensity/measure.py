@@ -13,10 +13,10 @@ import json
 import os
 import sys
 
-from airside_perception.engines import store
+from airside_perception.evaluation.semantickitti import kitti_clouds
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.ros.common import package_path
-from airside_perception.tools.semantickitti import kitti_clouds
 
 VERSIONS = {"segmentation": "2.2.0", "detection": "2.1.0"}
 

@@ -22,10 +22,10 @@ import time
 import numpy as np
 
 from airside_perception import memory
-from airside_perception.engines import store
+from airside_perception.evaluation.semantickitti import kitti_clouds
 from airside_perception.ops.bev import BevSpec, encode
+from airside_perception.pipelines import store
 from airside_perception.stats import Percentiles
-from airside_perception.tools.semantickitti import kitti_clouds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINES = os.path.join(HERE, "..", "..", "engines")

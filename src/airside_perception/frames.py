@@ -11,7 +11,7 @@ manifest's ``preprocessing``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -142,3 +142,18 @@ class IntensityScale:
             return (f"intensity never exceeds {top:g} but intensity_max is {self.intensity_max:g}: "
                     f"if the driver reports 0..{fits[0]:g}, set intensity_max:={fits[0]:g}")
         return None
+
+
+@dataclass(frozen=True)
+class SensorFrame:
+    """The clouds' frame and intensity range: ``pose`` (4, 4) is that frame in base_link."""
+
+    frame_id: str = "base_link"
+    pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+    intensity_max: float = ENGINE_INTENSITY_MAX
+
+    def cloud(self, points: np.ndarray) -> np.ndarray:
+        """base_link points (N, 4), intensity 0..255 -> this frame and intensity range."""
+        out = transform_points(points.copy(), np.linalg.inv(self.pose))
+        out[:, 3] *= np.float32(self.intensity_max / ENGINE_INTENSITY_MAX)
+        return out

@@ -10,6 +10,10 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+#: A ROS clock (or a stamp) this many seconds behind the newest one is time going back: sim time
+#: replayed or looped. Windows, intakes and the simplex's cycles restart on it.
+CLOCK_JUMP_S = 0.5
+
 OK, WARN, ERROR = 0, 1, 2
 
 

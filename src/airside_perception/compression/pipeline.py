@@ -254,10 +254,10 @@ class Compressor:
 
     def export(self, budget_ms: float, overwrite: bool = False) -> Dict[str, object]:
         """Exports every finished step, gates it against the base version, writes the report."""
-        from airside_perception.engines import store
         from airside_perception.engines.manifest import write_manifest
-        from airside_perception.engines.package import package_version
-        from airside_perception.tools.gates import run_gates, write_reports
+        from airside_perception.evaluation.gates import run_gates, write_reports
+        from airside_perception.ota.package import package_version
+        from airside_perception.pipelines import store
         from airside_perception.training import export as export_mod
 
         r = self.recipe

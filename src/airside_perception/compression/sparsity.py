@@ -75,6 +75,6 @@ def reapply(net: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
 def check_onnx(path: str, min_size: int = 64) -> Dict[str, bool]:
     """Per weight initializer of a Conv/Gemm/MatMul (at least ``min_size`` values): does it
     keep the 2:4 pattern? (The check ``engine_tool build`` runs: ``trt_plan.two_four_report``.)"""
-    from airside_perception.tools.trt_plan import two_four_report
+    from airside_perception.backends.trt_plan import two_four_report
 
     return two_four_report(path, min_size)

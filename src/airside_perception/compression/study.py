@@ -61,9 +61,9 @@ def train(args) -> int:
 
 def measure(args) -> int:
     from airside_perception.config import load_budget
-    from airside_perception.engines import store
-    from airside_perception.engines.package import package_version
-    from airside_perception.tools.gates import run_gates
+    from airside_perception.evaluation.gates import run_gates
+    from airside_perception.ota.package import package_version
+    from airside_perception.pipelines import store
     from airside_perception.training import export
 
     with open(os.path.join(args.out_dir, "train.json")) as fh:

@@ -1,17 +1,21 @@
-"""Writes simulator sequences into bag files: the cloud and its ground truth, 10 Hz."""
+"""Writes simulator sequences into bag files: the cloud and its ground truth, 10 Hz.
+
+    python -m airside_perception.ros.bag_writer --seed S --frames F --out FILE.bag [--frame-id velodyne ...]
+
+(``python -m airside_perception.sim bag ...`` runs this command.)
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+import os
+import sys
+from typing import Callable, List, Optional
 
 import numpy as np
-import rosbag
-import rospy
 
-from airside_perception import classes
-from airside_perception.frames import ENGINE_INTENSITY_MAX, transform_points
-from airside_perception.ros import convert, messages
+from airside_perception import classes, cli
+from airside_perception.errors import ConfigError
+from airside_perception.frames import SensorFrame, parse_sensor_pose
 from airside_perception.sim import world
 
 CLOUD_TOPIC = "/airside_av/lidar/aggregated"
@@ -20,21 +24,6 @@ GT_OBJECTS_TOPIC = "/airside_av/ground_truth/objects"
 GT_OCCUPANCY_TOPIC = "/airside_av/ground_truth/occupancy"
 FRAME_ID = "base_link"
 START_STAMP_S = 1_700_000_000.0
-
-
-@dataclass(frozen=True)
-class SensorFrame:
-    """The clouds' frame and intensity range: ``pose`` (4, 4) is that frame in base_link."""
-
-    frame_id: str = FRAME_ID
-    pose: np.ndarray = field(default_factory=lambda: np.eye(4))
-    intensity_max: float = ENGINE_INTENSITY_MAX
-
-    def cloud(self, points: np.ndarray) -> np.ndarray:
-        """base_link points (N, 4), intensity 0..255 -> this frame and intensity range."""
-        out = transform_points(points.copy(), np.linalg.inv(self.pose))
-        out[:, 3] *= np.float32(self.intensity_max / ENGINE_INTENSITY_MAX)
-        return out
 
 
 def write_bag(path: str, seed: int, frames: int, density: str = "default",
@@ -48,6 +37,11 @@ def write_bag(path: str, seed: int, frames: int, density: str = "default",
     ``sensor``'s frame and intensity range (default: base_link, 0..255); ground truth stays in
     base_link.
     """
+    import rosbag  # here, so that the command line checks its arguments without ROS
+    import rospy
+
+    from airside_perception.ros import convert, messages
+
     sensor = sensor or SensorFrame()
     grid = world.OCCUPANCY_GRID
     written = 0
@@ -70,3 +64,47 @@ def write_bag(path: str, seed: int, frames: int, density: str = "default",
             if progress:
                 progress(1)
     return written
+
+
+PROG = "airside_perception.sim bag"
+
+
+def _parser() -> cli.Parser:
+    p = cli.Parser(prog=PROG, description="A 10 Hz simulator sequence with ground truth to a bag file.")
+    p.add_argument("--seed", type=cli.non_negative_int, required=True)
+    p.add_argument("--frames", type=cli.positive_int, required=True)
+    p.add_argument("--out", type=cli.writable_file, required=True, help="output .bag")
+    p.add_argument("--density", choices=["compact", "default", "dense"], default="default",
+                   help="sensor resolution: about 35k, 100k or 200k points (default: default)")
+    p.add_argument("--compression", choices=["none", "bz2", "lz4"], default="bz2")
+    p.add_argument("--frame-id", default="base_link",
+                   help="frame of the clouds: another frame writes them as a sensor-frame driver would")
+    p.add_argument("--sensor-pose", default="0 0 0 0 0 0",
+                   help="\"x y z roll pitch yaw\" of that frame in base_link (metres, radians)")
+    p.add_argument("--intensity-max", type=float, default=255.0, help="intensity range of the written clouds")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from tqdm import tqdm
+
+    args = _parser().parse_args(argv)
+    try:
+        if not args.intensity_max > 0:
+            raise ConfigError(f"--intensity-max {args.intensity_max} must be positive")
+        sensor = SensorFrame(args.frame_id, parse_sensor_pose(args.sensor_pose), args.intensity_max)
+    except ConfigError as exc:
+        cli.fail(PROG, str(exc))
+    try:
+        import rosbag  # noqa: F401
+    except ImportError as exc:
+        cli.fail(PROG, f"writing bags needs the ROS Python packages ({exc}): run 'make setup'")
+    with tqdm(total=args.frames, desc="bag", unit="frame") as bar:
+        n = write_bag(args.out, args.seed, args.frames, args.density,
+                      compression=args.compression, progress=bar.update, sensor=sensor)
+    print(f"{args.out}: {n} frames, {os.path.getsize(args.out) / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

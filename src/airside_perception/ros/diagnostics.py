@@ -23,9 +23,9 @@ import diagnostic_updater
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 
+from airside_perception.stats import CLOCK_JUMP_S  # noqa: F401 (nodes read it here too)
+
 HARDWARE_ID = "airside_perception"
-#: A ROS clock that moves back by more than this is a jump (sim time restarted, bag looped).
-CLOCK_JUMP_S = 0.5
 
 
 def _safe_frequency(run: Callable):
@@ -65,6 +65,10 @@ class NodeDiagnostics:
                 stat.summary(DiagnosticStatus.ERROR, f"diagnostics failed: {type(exc).__name__}: {exc}")
             return stat
         self.updater.add(name, run)
+
+    def add_task(self, task: "StatusTask") -> None:
+        """A ``diagnostic_updater`` task, run at every update under the same guard as ``add``."""
+        self.updater.add(task)
 
     def topic(self, topic: str, rate_hz: float, max_age_s: float) -> diagnostic_updater.TopicDiagnostic:
         """Frequency (within 10 % of ``rate_hz``, over 10 updates) and stamp age (under
@@ -110,3 +114,21 @@ class NodeDiagnostics:
 
     def close(self) -> None:
         self._stop.set()
+
+
+class StatusTask(diagnostic_updater.DiagnosticTask):
+    """A diagnostic task whose ``report()`` returns (level, message, values); what it raises becomes
+    an ERROR status, never an exception in the updater."""
+
+    def report(self):
+        raise NotImplementedError
+
+    def run(self, stat):
+        try:
+            level, message, values = self.report()
+            stat.summary(level, message)
+            for key, value in values.items():
+                stat.add(str(key), str(value))
+        except Exception as exc:  # a diagnostics bug must not take the node down
+            stat.summary(DiagnosticStatus.ERROR, f"diagnostics failed: {type(exc).__name__}: {exc}")
+        return stat

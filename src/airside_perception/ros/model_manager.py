@@ -17,11 +17,13 @@ import rospy
 from std_msgs.msg import Header
 
 from airside_perception import node_configs
-from airside_perception.engines import signing, staging, store
+from airside_perception.engines import signing
 from airside_perception.engines.audit import AUDIT_FILE, AuditLog
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.msg import ModelStatus, ModelStatusArray
+from airside_perception.ota import staging
+from airside_perception.pipelines import store
 from airside_perception.ros import common
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse

@@ -96,7 +96,7 @@ def _write(path: str, clouds, frame_id: str, frames: int) -> None:
 
 def _kitti_bag(path: str, frames: int, sensor_frame: bool) -> None:
     """The KITTI scans in base_link (intensity 0..255) or as the Velodyne driver publishes them."""
-    from airside_perception.tools.semantickitti import kitti_clouds
+    from airside_perception.evaluation.semantickitti import kitti_clouds
 
     clouds = [s.points for s in kitti_clouds(kitti_root(), sensor_frame=sensor_frame)]
     _write(path, clouds, "velodyne" if sensor_frame else "base_link", frames)

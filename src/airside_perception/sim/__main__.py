@@ -31,17 +31,9 @@ def _parser() -> cli.Parser:
     p.add_argument("--out", type=cli.writable_file, required=True, help="output .npz")
     p.add_argument("--density", **density)
 
-    p = sub.add_parser("bag", help="a 10 Hz sequence with ground truth to a bag file")
-    p.add_argument("--seed", type=cli.non_negative_int, required=True)
-    p.add_argument("--frames", type=cli.positive_int, required=True)
-    p.add_argument("--out", type=cli.writable_file, required=True, help="output .bag")
-    p.add_argument("--density", **density)
-    p.add_argument("--compression", choices=["none", "bz2", "lz4"], default="bz2")
-    p.add_argument("--frame-id", default="base_link",
-                   help="frame of the clouds: another frame writes them as a sensor-frame driver would")
-    p.add_argument("--sensor-pose", default="0 0 0 0 0 0",
-                   help="\"x y z roll pitch yaw\" of that frame in base_link (metres, radians)")
-    p.add_argument("--intensity-max", type=float, default=255.0, help="intensity range of the written clouds")
+    sub.add_parser("bag", add_help=False,
+                   help="a 10 Hz sequence with ground truth to a bag file (ROS layer: python -m "
+                        "airside_perception.ros.bag_writer --help)")
 
     p = sub.add_parser("render", help="bird's-eye and side views of a scan as PNG")
     p.add_argument("--seed", type=cli.non_negative_int, required=True)
@@ -56,6 +48,10 @@ def _parser() -> cli.Parser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bag"]:  # bags are written by the ROS layer, in its own process
+        command = [sys.executable, "-m", "airside_perception.ros.bag_writer", *argv[1:]]
+        os.execv(sys.executable, command)
     args = _parser().parse_args(argv)
     if args.command == "scan":
         from airside_perception.sim.world import make_scan
@@ -63,27 +59,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         scan = make_scan(args.seed, args.density)
         np.savez_compressed(args.out, **scan.to_npz_dict())
         print(f"{args.out}: {len(scan.points)} points, {len(scan.boxes)} objects, seed {args.seed}")
-    elif args.command == "bag":
-        try:
-            from airside_perception.ros.bag_writer import write_bag
-        except ImportError as exc:
-            cli.fail(PROG, f"writing bags needs the ROS Python packages ({exc}): run 'make setup'")
-        from tqdm import tqdm
-
-        from airside_perception.errors import ConfigError
-        from airside_perception.frames import parse_sensor_pose
-        from airside_perception.ros.bag_writer import SensorFrame
-
-        try:
-            if not args.intensity_max > 0:
-                raise ConfigError(f"--intensity-max {args.intensity_max} must be positive")
-            sensor = SensorFrame(args.frame_id, parse_sensor_pose(args.sensor_pose), args.intensity_max)
-        except ConfigError as exc:
-            cli.fail(PROG, str(exc))
-        with tqdm(total=args.frames, desc="bag", unit="frame") as bar:
-            n = write_bag(args.out, args.seed, args.frames, args.density,
-                          compression=args.compression, progress=bar.update, sensor=sensor)
-        print(f"{args.out}: {n} frames, {os.path.getsize(args.out) / 1e6:.1f} MB")
     elif args.command == "render":
         if not os.path.isdir(args.out_dir):
             cli.fail(PROG, f"--out-dir {args.out_dir} does not exist: create it first")

@@ -18,10 +18,10 @@ import numpy as np
 import psutil
 
 from airside_perception import cli, config, memory, node_configs
-from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError
 from airside_perception.ops.bev import BevSpec, encode
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
 from airside_perception.stats import Percentiles, time_calls

@@ -24,9 +24,9 @@ from typing import List, Optional
 
 from airside_perception import cli
 from airside_perception.config import load_budget
-from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError
+from airside_perception.pipelines import store
 
 PROG = "engine_tool"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -172,7 +172,7 @@ def _export(args) -> int:
         from airside_perception.training import checkpoint, export
     except ImportError as exc:
         cli.fail(PROG, f"export needs PyTorch ({exc}): pip install -r requirements-train.txt")
-    from airside_perception.engines.package import onnx_signature, package_version
+    from airside_perception.ota.package import onnx_signature, package_version
 
     try:
         net = checkpoint.load_network(args.task, args.checkpoint, args.arch, args.seg_mlp)
@@ -213,7 +213,8 @@ def _simplify(src: str, dst: str) -> None:
 
 
 def _build(args) -> int:
-    from airside_perception.tools import trt_build, trt_plan
+    from airside_perception.backends import trt_plan
+    from airside_perception.tools import trt_build
 
     manifest = store.load_version(args.engines_dir, args.task, args.version)
     trt_version, capability = args.tensorrt_version, args.compute_capability
@@ -246,7 +247,7 @@ def _build(args) -> int:
 
 
 def _quantize(args) -> int:
-    from airside_perception.engines.package import package_version
+    from airside_perception.ota.package import package_version
     from airside_perception.tools.quantize import quantize_fp8, quantize_int8, select_calibration
 
     manifest = store.load_version(args.engines_dir, args.task, args.version)
@@ -283,9 +284,9 @@ def _quantize(args) -> int:
 def _fold(args) -> int:
     import onnx
 
-    from airside_perception.engines import golden
-    from airside_perception.engines.package import package_version
     from airside_perception.ops.bev import encode
+    from airside_perception.ota import golden
+    from airside_perception.ota.package import package_version
     from airside_perception.pipelines.tasks import bev_spec_of
     from airside_perception.tools.graph_fold import fold_point_head, max_difference
 
@@ -355,9 +356,10 @@ def _audit(args) -> int:
 
 
 def _calibrate_monitor(args) -> int:
+    from airside_perception.evaluation import semantickitti
     from airside_perception.frames import IntensityScale, parse_sensor_pose
     from airside_perception.pipelines.host import PerceptionHost
-    from airside_perception.tools import monitor, semantickitti
+    from airside_perception.tools import monitor
 
     if not 0 < args.false_alarm_rate < 0.5 or args.margin < 1.0:
         cli.fail(PROG, "--false-alarm-rate must lie in (0, 0.5) and --margin be 1 or more")
@@ -424,7 +426,7 @@ def _compress(args) -> int:
 
 
 def _validate(args) -> int:
-    from airside_perception.tools.gates import run_gates, write_reports
+    from airside_perception.evaluation.gates import run_gates, write_reports
 
     base = store.open_engine(store.load_version(args.engines_dir, args.task, args.baseline), "onnxruntime", 2)
     cand_manifest = store.load_version(args.engines_dir, args.task, args.candidate)

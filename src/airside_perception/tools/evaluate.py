@@ -19,12 +19,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from airside_perception import classes, cli
-from airside_perception.engines import store
 from airside_perception.engines.manifest import TASKS, write_manifest
 from airside_perception.errors import AirsideError
+from airside_perception.evaluation.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
-from airside_perception.tools.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
 
 PROG = "airside_perception.tools.evaluate"
 DEFAULT_ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
@@ -162,8 +162,8 @@ def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sens
     classes without ground-truth points in the data are left out of the mIoU."""
     from tqdm import tqdm
 
+    from airside_perception.evaluation import semantickitti
     from airside_perception.frames import IntensityScale, parse_sensor_pose
-    from airside_perception.tools import semantickitti
 
     class_map = semantickitti.load_class_map(class_map_path)
     pose = parse_sensor_pose(sensor_pose)
@@ -229,8 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main_own_data(args) -> int:
+    from airside_perception.evaluation import semantickitti
     from airside_perception.frames import parse_sensor_pose
-    from airside_perception.tools import semantickitti
 
     if args.task != "segmentation":
         cli.fail(PROG, "--data evaluates segmentation only: pass --task segmentation")

@@ -166,7 +166,7 @@ def frame_scores(host: PerceptionHost, clouds: Iterable[Labelled]) -> Tuple[Dict
     """Per task and ``any`` (the largest over tasks, what the simplex sees), one score per
     cloud; and what the frames say besides: segmentation mIoU where labels exist, and how
     often each statistic set the score of a flagged frame."""
-    from airside_perception.tools.metrics import SegmentationMeter
+    from airside_perception.evaluation.metrics import SegmentationMeter
 
     out: Dict[str, List[float]] = {t: [] for t in host.tasks}
     out["any"] = []
@@ -245,10 +245,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import os
 
     from airside_perception import cli
-    from airside_perception.engines import store
     from airside_perception.errors import AirsideError
+    from airside_perception.evaluation import semantickitti
     from airside_perception.frames import IntensityScale, parse_sensor_pose
-    from airside_perception.tools import semantickitti
+    from airside_perception.pipelines import store
 
     prog = "airside_perception.tools.monitor"
     parser = cli.Parser(prog=prog, description="Measure the distribution-shift monitor.")

@@ -11,9 +11,9 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
+from airside_perception.backends.trt_plan import BuildPlan
 from airside_perception.engines import cache_key
 from airside_perception.errors import ModelLoadError
-from airside_perception.tools.trt_plan import BuildPlan
 
 
 def _calibrator(trt, plan: BuildPlan, batches: Iterator[dict]):

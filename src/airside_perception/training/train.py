@@ -37,9 +37,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from airside_perception import classes, cli
+from airside_perception.evaluation.metrics import SegmentationMeter
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.sim.world import SPLITS, make_scan, split_seeds
-from airside_perception.tools.metrics import SegmentationMeter
 from airside_perception.training import distributed, export, models, targets
 from airside_perception.training.randomize import Randomization
 
@@ -410,8 +410,8 @@ def main() -> None:
 
 def _own_scans(args, parser):
     from airside_perception.errors import AirsideError
+    from airside_perception.evaluation import semantickitti
     from airside_perception.frames import IntensityScale, parse_sensor_pose
-    from airside_perception.tools import semantickitti
 
     if not args.class_map:
         parser.error("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from airside_perception.backends.select import create_backend
-from airside_perception.engines import store
 from airside_perception.errors import ConfigError, InferenceError, ModelLoadError
+from airside_perception.pipelines import store
 
 ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 

@@ -8,11 +8,11 @@ import torch
 
 from airside_perception import classes
 from airside_perception.compression import recipe
-from airside_perception.engines import store
-from airside_perception.engines.package import package_version
 from airside_perception.errors import ConfigError
 from airside_perception.ops.bev import BevSpec
 from airside_perception.ops.detection import DecodeParams, decode_centerpoint
+from airside_perception.ota.package import package_version
+from airside_perception.pipelines import store
 from airside_perception.training import distill, export, models, targets
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")

@@ -46,8 +46,8 @@ def test_pattern_survives_export(tmp_path):
 
 
 def test_build_plan_enables_sparse_weights_for_a_2_4_model(tmp_path):
-    from airside_perception.engines.package import package_version
-    from airside_perception.tools import trt_plan
+    from airside_perception.backends import trt_plan
+    from airside_perception.ota.package import package_version
 
     torch.manual_seed(0)
     net = models.build("detection", width=8).eval()

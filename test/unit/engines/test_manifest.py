@@ -4,9 +4,9 @@ import shutil
 import pytest
 import yaml
 
-from airside_perception.engines import store
 from airside_perception.engines.manifest import load_manifest
 from airside_perception.errors import ManifestError, ModelLoadError
+from airside_perception.pipelines import store
 
 ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 
@@ -87,8 +87,8 @@ def test_unreadable_engines_directory_is_a_manifest_error_naming_permissions(mon
 
     import pytest
 
-    from airside_perception.engines import store
     from airside_perception.errors import ManifestError
+    from airside_perception.pipelines import store
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
     real_open = builtins.open

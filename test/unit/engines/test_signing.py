@@ -9,8 +9,10 @@ import stat
 
 import pytest
 
-from airside_perception.engines import audit, signing, staging, store
+from airside_perception.engines import audit, signing
 from airside_perception.errors import SwapError
+from airside_perception.ota import staging
+from airside_perception.pipelines import store
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 

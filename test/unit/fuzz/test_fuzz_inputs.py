@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airside_perception.cloud import CloudLayout, FieldSpec, read_cloud
-from airside_perception.engines import staging, store
 from airside_perception.engines.manifest import load_manifest, parse_manifest
 from airside_perception.errors import AirsideError, CloudFormatError, ManifestError, SwapError
+from airside_perception.ota import staging
+from airside_perception.pipelines import store
 
 ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64")

@@ -108,7 +108,7 @@ def test_too_few_calibration_scans_fail_before_anything_is_written():
 def test_calibrate_monitor_on_own_scans_writes_a_section_the_engine_loads(tmp_path, capsys):
     import shutil
 
-    from airside_perception.engines import store
+    from airside_perception.pipelines import store
     from airside_perception.tools import engine_tool
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")

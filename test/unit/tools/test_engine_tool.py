@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from airside_perception.engines import store
+from airside_perception.backends.trt_plan import make_plan, trtexec_command
 from airside_perception.errors import ConfigError
-from airside_perception.tools.trt_plan import make_plan, trtexec_command
+from airside_perception.pipelines import store
 
 ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
 

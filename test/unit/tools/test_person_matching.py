@@ -3,11 +3,11 @@
 import numpy as np
 
 from airside_perception import classes
+from airside_perception.evaluation.gates import lost_persons, person_groups, persons_found
+from airside_perception.evaluation.metrics import DetectionMeter, match_centres
 from airside_perception.ops.detection import Boxes
 from airside_perception.pipelines.tasks import TaskResult
 from airside_perception.sim.world import Scan
-from airside_perception.tools.gates import lost_persons, person_groups, persons_found
-from airside_perception.tools.metrics import DetectionMeter, match_centres
 
 PERSON = classes.DETECTION_CLASS_NAMES.index("person")
 

@@ -10,9 +10,10 @@ import pytest
 
 from airside_perception import classes
 from airside_perception.errors import ConfigError
+from airside_perception.evaluation import semantickitti
 from airside_perception.frames import IntensityScale, pose_from_xyz_rpy, transform_points
 from airside_perception.sim.world import make_scan
-from airside_perception.tools import evaluate, semantickitti
+from airside_perception.tools import evaluate
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
 CLASS_MAP = os.path.join(ROOT, "config", "class_maps", "semantickitti.yaml")

@@ -65,7 +65,7 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
     if os.path.abspath(model_path) != os.path.abspath(dest):
         shutil.copyfile(model_path, dest)
     inputs, outputs = onnx_signature(dest)
-    from airside_perception.engines import golden
+    from airside_perception.ota import golden
 
     validation = dict(DEFAULT_VALIDATION[task])
     if with_golden:

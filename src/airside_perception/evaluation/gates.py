@@ -31,11 +31,7 @@ import numpy as np
 
 from airside_perception import classes
 from airside_perception.engines.manifest import Manifest
-from airside_perception.ops.bev import encode
-from airside_perception.pipelines.tasks import TaskEngine, TaskResult
-from airside_perception.sim.world import Scan, make_scan, split_seeds
-from airside_perception.stats import Percentiles, time_calls
-from airside_perception.tools.metrics import (
+from airside_perception.evaluation.metrics import (
     MIN_GT_POINTS,
     NEAR_FIELD_M,
     PERSON_MATCH_M,
@@ -44,6 +40,10 @@ from airside_perception.tools.metrics import (
     SegmentationMeter,
     match_centres,
 )
+from airside_perception.ops.bev import encode
+from airside_perception.pipelines.tasks import TaskEngine, TaskResult
+from airside_perception.sim.world import Scan, make_scan, split_seeds
+from airside_perception.stats import Percentiles, time_calls
 
 LATENCY_CLOUDS = 8
 LATENCY_RUNS = 200

@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from airside_perception.config import load_budget
-from airside_perception.engines import store
 from airside_perception.engines.active import ActiveVersions
-from airside_perception.engines.swap import SwapController, SwapParams
+from airside_perception.ota.swap import SwapController, SwapParams
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan
 
@@ -153,7 +153,7 @@ def test_latency_gate_refuses_a_slow_candidate(root, tmp_path):
                         rollback_max_failures=2, frame_deadline_ms=5000.0, require_gate_report=False)
     ctl, host, _ = _controller(root, tmp_path, tasks=("segmentation",))
     ctl.params = params
-    import airside_perception.engines.validation as validation
+    import airside_perception.ota.validation as validation
 
     slowdown, validation.MAX_SLOWDOWN = validation.MAX_SLOWDOWN, 0.01
     try:
@@ -303,7 +303,7 @@ def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, 
     # machine and ONNX Runtime version: 11 / 27 ms under one, over 30 ms for the slow one under another)
     import numpy as np
 
-    import airside_perception.engines.validation as validation
+    import airside_perception.ota.validation as validation
     from airside_perception.ops.bev import BevSpec, encode
 
     x = encode(make_scan(110000).points, BevSpec())

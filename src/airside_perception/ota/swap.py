@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from airside_perception.config import Budget
-from airside_perception.engines import golden, staging, store
 from airside_perception.engines.active import ActiveVersions
-from airside_perception.engines.validation import MAX_SLOWDOWN, validate_candidate
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
+from airside_perception.ota import golden, staging
+from airside_perception.ota.validation import MAX_SLOWDOWN, validate_candidate
+from airside_perception.pipelines import store
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 

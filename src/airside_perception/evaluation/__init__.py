@@ -1,0 +1,1 @@
+"""Accuracy metrics, release gates and labelled-scan readers, shared by tools, training and compression."""

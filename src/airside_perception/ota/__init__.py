@@ -1,0 +1,1 @@
+"""Engine updates: staging, validation against golden clouds, the swap, the rollback watch."""
