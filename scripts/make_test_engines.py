@@ -10,6 +10,11 @@ Copies of every shipped version (swaps only take real directories under the root
 - detection/slow/: 1.0.0 plus wasted work on the input (matrix products added times zero):
   the same outputs, several times slower;
 - detection/1.0.0-copy/: an exact copy of 1.0.0 under another version number.
+
+The fixtures are signed by a test fleet key written to test/data/generated/ (``test_fleet.key``,
+and ``trusted_keys/test_fleet.pub``, which the rostests pass as ``trusted_keys_dir``): the
+graph verifies what it opens by default, and the copies of shipped versions are trusted as
+bundled.
 Run from the repository root: python scripts/make_test_engines.py [DEST]; `make test` does.
 """
 
@@ -22,11 +27,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+from airside_perception.engines import signing  # noqa: E402
 from airside_perception.ota.package import package_version  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "..", "engines")
 DEFAULT_DEST = os.path.join(HERE, "..", "test", "data", "engines")
+KEYS = os.path.join(HERE, "..", "test", "data", "generated")
+FIXTURES = ("nan", "bad_shape", "nan_sparse", "slow", "1.0.0-copy")
 
 
 def detection_like(path: str, cells: int, fill_nan: bool) -> None:
@@ -116,6 +124,13 @@ def build(root: str) -> str:
     shutil.copy(os.path.join(SHIPPED, "detection", "1.0.0", "model.onnx"), tmp)
     package_version(tmp, "detection", "1.0.0-copy", root, with_golden=False)
     os.remove(tmp)
+    key = os.path.join(KEYS, "test_fleet.key")
+    if not os.path.isfile(key):
+        written = signing.generate_keypair(KEYS, "test_fleet")
+        os.makedirs(os.path.join(KEYS, "trusted_keys"), exist_ok=True)
+        shutil.copy(written["public"], os.path.join(KEYS, "trusted_keys", "test_fleet.pub"))
+    for version in FIXTURES:
+        signing.sign_version(os.path.join(root, "detection", version), "detection", version, key)
     return os.path.abspath(root)
 
 

@@ -51,6 +51,9 @@ INFERENCE_HOST = {
     "preprocessing_device": Key(str, "where the shared encoding runs; gpu falls back to the CPU without CUDA",
                                 choices=("cpu", "gpu")),
     "expected_power_mode": Key(str, "nvpmodel mode the vehicle should run in (Jetson); WARN otherwise"),
+    "require_signature": Key(bool, "open only bundled versions and versions signed by a trusted key (false: "
+                                   "development, WARN)"),
+    "trusted_keys_dir": Key(str, "directory of trusted *.pub keys; empty: only the bundled versions open"),
 }
 INFERENCE_HOST_SWAP = {
     "max_latency_factor": Key(float, "warm P99 of a candidate under budget x this", lo=0.1, hi=100.0),
@@ -66,8 +69,9 @@ MODEL_MANAGER = {
     "host_service_timeout_s": Key(float, "longest wait for the inference host to load and validate", lo=1.0,
                                   hi=600.0),
     "require_gate_report": Key(bool, "only versions with a passing gate report may swap in"),
-    "require_signature": Key(bool, "only versions signed by a key in trusted_keys_dir may swap in"),
-    "trusted_keys_dir": Key(str, "directory of trusted *.pub keys (needed when require_signature is true)"),
+    "require_signature": Key(bool, "open only bundled versions and versions signed by a trusted key (false: "
+                                   "development, WARN)"),
+    "trusted_keys_dir": Key(str, "directory of trusted *.pub keys; empty: only the bundled versions open"),
     "state_file": Key(str, "active versions file; the audit log audit.jsonl goes beside it"),
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
 }

@@ -147,12 +147,36 @@ def _canonical(data: Dict[str, Any]) -> bytes:
 def sign_version(version_dir: str, task: str, version: str, private_key_path: str) -> Dict[str, Any]:
     """Writes ``version_dir/signature.json``; returns it."""
     key = load_private_key(private_key_path)
-    body = statement(version_dir, task, version)
-    signed = {"statement": body, "key_id": key_id(key.public_key()),
-              "signature": base64.b64encode(key.sign(_canonical(body))).decode()}
+    signed = sign_statement(statement(version_dir, task, version), key)
     with open(os.path.join(version_dir, SIGNATURE_FILE), "w") as fh:
         json.dump(signed, fh, indent=2)
     return signed
+
+
+def sign_statement(body: Dict[str, Any], private_key) -> Dict[str, Any]:
+    """``{statement, key_id, signature}``: ``body`` signed by an Ed25519 private key."""
+    return {"statement": body, "key_id": key_id(private_key.public_key()),
+            "signature": base64.b64encode(private_key.sign(_canonical(body))).decode()}
+
+
+def verify_statement(body: Dict[str, Any], signed: Dict[str, Any], trusted: Dict[str, Any], path: str) -> str:
+    """Checks ``signed``'s signature over ``body`` against the ``trusted`` keys; returns the key id
+    (``SignatureError`` names the unknown key or the altered file)."""
+    _, _, invalid = _crypto()
+    try:
+        kid, sig = str(signed["key_id"]), base64.b64decode(signed["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"{path} is malformed ({type(exc).__name__}): sign it again") from None
+    key = trusted.get(kid)
+    if key is None:
+        raise SignatureError(f"{path} is signed by key {kid}, which is not in trusted_keys_dir "
+                             f"(trusted: {sorted(trusted)}): sign with a trusted key or add its .pub")
+    try:
+        key.verify(sig, _canonical(body))
+    except invalid:
+        raise SignatureError(f"{path}: the signature does not match its statement under key {kid}: the "
+                             "file was altered") from None
+    return kid
 
 
 @dataclass(frozen=True)

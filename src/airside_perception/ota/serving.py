@@ -1,16 +1,20 @@
-"""The versions a host starts with: the active version of each task, else the configured one;
-and the golden clouds that warm the engines up before the first real cloud."""
+"""The versions a host starts with (the door ``startup``): the active version of each task, else
+the configured one, else the newest that verifies; and the golden clouds that warm the engines up."""
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+import os
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from airside_perception.engines.active import ActiveVersions
+from airside_perception.engines.trust import TrustPolicy, Verdict, check, revocations
 from airside_perception.errors import AirsideError
 from airside_perception.ota import golden
+from airside_perception.ota.swap import newest_first
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
@@ -18,19 +22,45 @@ from airside_perception.pipelines.tasks import TaskEngine
 LOG = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StartupChoice:
+    """The engine a task starts with (None: the task stays down) and every version refused on the way."""
+
+    task: str
+    engine: Optional[TaskEngine]
+    verdict: Optional[Verdict]  # how the chosen version was trusted (None: not checked)
+    refused: List[Tuple[str, str]]  # (version, why), in the order tried
+
+
 def open_serving(engines_root: str, task: str, active: ActiveVersions, configured: Mapping[str, str],
-                 backend: str, intra_op_threads: int) -> TaskEngine:
-    """The engine of ``task`` to serve: the active version (state file), or the configured one when
-    the active one cannot be loaded (said at ERROR). Raises what the configured one raises."""
-    version = active.version(task)
-    try:
-        return store.open_engine(store.load_version(engines_root, task, version), backend, intra_op_threads)
-    except AirsideError as exc:
-        fallback = configured.get(task)
-        if not fallback or fallback == version:
-            raise
-        LOG.error(f"{task} {version} cannot be loaded ({exc}); starting with {fallback}")
-        return store.open_engine(store.load_version(engines_root, task, fallback), backend, intra_op_threads)
+                 backend: str, intra_op_threads: int, trust: Optional[TrustPolicy] = None) -> StartupChoice:
+    """The engine of ``task`` to serve: the active version (state file), else the configured one,
+    else (with ``trust``) the newest version under the root that verifies. With ``trust`` every
+    candidate passes ``engines.trust.check`` first: one that fails is never opened."""
+    candidates = [active.version(task), configured.get(task)]
+    if trust is not None:
+        candidates += newest_first(engines_root, task)
+    refused: List[Tuple[str, str]] = []
+    revoked = revocations(engines_root, trust) if trust is not None else None
+    for version in dict.fromkeys(v for v in candidates if v):
+        verdict = None
+        if trust is not None:
+            verdict = check(os.path.join(engines_root, task, version), task, version, engines_root, trust, revoked)
+            if not verdict.trusted:
+                refused.append((version, verdict.reason))
+                continue
+        try:
+            engine = store.open_engine(store.load_version(engines_root, task, version), backend, intra_op_threads)
+        except AirsideError as exc:
+            refused.append((version, str(exc)))
+            continue
+        if refused:
+            LOG.error(f"{task}: starting with {version}; refused: "
+                      + "; ".join(f"{v}: {why}" for v, why in refused))
+        return StartupChoice(task, engine, verdict, refused)
+    LOG.error(f"{task}: no version can be served ({'; '.join(f'{v}: {why}' for v, why in refused)}): the task "
+              "stays down and the simplex drives on the baseline")
+    return StartupChoice(task, None, None, refused)
 
 
 def warm_up(host: PerceptionHost, rounds: int = 2) -> int:

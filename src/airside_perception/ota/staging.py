@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-from airside_perception.engines import cache_key, signing
+from airside_perception.engines import cache_key
 from airside_perception.engines.manifest import (
     TASKS,
     Manifest,
@@ -21,6 +21,7 @@ from airside_perception.engines.manifest import (
     load_manifest,
     signature_differences,
 )
+from airside_perception.engines.trust import TrustPolicy, check
 from airside_perception.errors import ManifestError, SwapError
 from airside_perception.frames import ENGINE_INTENSITY_MAX
 
@@ -50,16 +51,16 @@ def resolve_version_dir(engines_root: str, task: str, engine_path: str) -> str:
 
 
 def stage(engines_root: str, task: str, engine_path: str, serving: Manifest, require_gate_report: bool,
-          trt_identity: Optional[Tuple[str, str]] = None, trusted_keys: Optional[Dict[str, Any]] = None) -> Manifest:
+          trt_identity: Optional[Tuple[str, str]] = None, trust: Optional[TrustPolicy] = None) -> Manifest:
     """The checked manifest of the candidate; ``SwapError`` says what is wrong and how to fix it.
-    With ``trusted_keys`` (key id -> public key) the version must carry a valid signature by one
-    of them, for this task and this version directory's name."""
+    With ``trust``, the version must pass ``engines.trust.check`` (not revoked; bundled with the
+    package or signed by a trusted key when signatures are required), for this task and this
+    version directory's name."""
     version_dir = resolve_version_dir(engines_root, task, engine_path)
-    if trusted_keys is not None:
-        try:
-            signing.verify_version(version_dir, task, os.path.basename(version_dir), trusted_keys)
-        except signing.SignatureError as exc:
-            raise SwapError(f"signature check failed: {exc}") from None
+    if trust is not None:
+        verdict = check(version_dir, task, os.path.basename(version_dir), engines_root, trust)
+        if not verdict.trusted:
+            raise SwapError(f"trust check failed: {verdict.reason}")
     try:
         candidate = load_manifest(version_dir)
     except ManifestError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from airside_perception.config import Budget
 from airside_perception.engines.active import ActiveVersions
+from airside_perception.engines.trust import Revocations, TrustPolicy, check
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
 from airside_perception.ota import golden, staging
@@ -85,14 +87,17 @@ class SwapController:
     """Owns swaps and rollbacks of every engine hosted by ``host``."""
 
     def __init__(self, host: PerceptionHost, active: ActiveVersions, engines_root: str, budget: Budget,
-                 params: SwapParams, on_change: Optional[Callable[[], None]] = None):
+                 params: SwapParams, on_change: Optional[Callable[[], None]] = None,
+                 trust: Optional[TrustPolicy] = None):
         self.host = host
+        self.trust = trust  # None: versions are not checked (tests of the swap logic alone)
         self.active = active
         self.engines_root = engines_root
         self.budget = budget
         self.params = params
         self.on_change = on_change or (lambda: None)
         self.tasks: Dict[str, _TaskSwap] = {t: _TaskSwap() for t in host.tasks}
+        self.down: Dict[str, str] = {}  # task -> why it serves nothing
         self.rollbacks = 0
 
     # ------------------------------------------------------------------ status
@@ -100,6 +105,9 @@ class SwapController:
         out = []
         for task, ts in self.tasks.items():
             engine = self.host.engine(task)
+            if engine is None:
+                out.append(EngineStatus(task, "", "", "", ts.state, ts.message))
+                continue
             out.append(EngineStatus(task, engine.version, ts.fallback.version if ts.fallback else "",
                                     engine.backend.name, ts.state, ts.message))
         return out
@@ -115,6 +123,9 @@ class SwapController:
         if task not in self.tasks:
             hosted = ", ".join(self.tasks) or "none"
             return SwapOutcome(False, f"task '{task}' is not hosted here (hosted: {hosted})", "")
+        if task in self.down:
+            return SwapOutcome(False, f"{task} is down ({self.down[task]}): restart the inference host once a "
+                               "version of it verifies", "")
         ts = self.tasks[task]
         if not ts.lock.acquire(blocking=False):
             return SwapOutcome(False, f"busy: a swap or rollback of {task} is running; try again when "
@@ -129,7 +140,7 @@ class SwapController:
         serving = self.host.engine(task)
         try:
             manifest = staging.stage(self.engines_root, task, engine_path, serving.manifest,
-                                     self.params.require_gate_report)
+                                     self.params.require_gate_report, trust=self.trust)
         except SwapError as exc:
             ts.message = f"swap refused: {exc}"
             self.on_change()
@@ -176,8 +187,9 @@ class SwapController:
 
     # ------------------------------------------------------------------ rollback
     def rollback(self, task: str, reason: str = "requested") -> SwapOutcome:
-        if task not in self.tasks:
-            return SwapOutcome(False, f"task '{task}' is not hosted here (hosted: {', '.join(self.tasks)})", "")
+        if task not in self.tasks or task in self.down:
+            why = self.down.get(task, f"not hosted here (hosted: {', '.join(self.tasks)})")
+            return SwapOutcome(False, f"task '{task}' is {why}", "")
         ts = self.tasks[task]
         if not ts.lock.acquire(blocking=False):
             return SwapOutcome(False, f"busy: a swap or rollback of {task} is running", self.host.engine(task).version)
@@ -186,6 +198,11 @@ class SwapController:
                 version = self.host.engine(task).version
                 return SwapOutcome(False, f"{task} has no fallback engine (none since start or the last "
                                    f"rollback): {version} keeps serving", version)
+            refused = self._untrusted(ts.fallback)  # its files may have changed since it served
+            if refused:
+                version = self.host.engine(task).version
+                return SwapOutcome(False, f"rollback of {task} to {ts.fallback.version} refused: {refused}; "
+                                   f"{version} keeps serving", version)
             fallback, ts.fallback = ts.fallback, None
             rolled_out = self.host.slots[task].exchange(fallback)
             out_version = rolled_out.version
@@ -205,6 +222,62 @@ class SwapController:
                                out_version)
         finally:
             ts.lock.release()
+
+    def _untrusted(self, engine: TaskEngine) -> Optional[str]:
+        """Why ``engine``'s version may not serve now (revoked, altered, unsigned), or None."""
+        if self.trust is None:
+            return None
+        verdict = check(engine.manifest.directory, engine.task, engine.version, self.engines_root, self.trust)
+        return None if verdict.trusted else verdict.reason
+
+    # ------------------------------------------------------------------ revocation
+    def replace_revoked(self, revoked: Revocations) -> List[Tuple[str, SwapOutcome]]:
+        """Replaces every serving engine whose version is revoked: by its fallback when that
+        verifies, else by the newest version of the task under the engines root that verifies
+        (opened at once: a revoked engine must not wait for a validation), else the task goes
+        down (the simplex drives on the baseline). Returns (task, what was done)."""
+        outcomes = []
+        for task in list(self.host.tasks):
+            engine = self.host.engine(task)
+            if engine is None or f"{task}/{engine.version}" not in revoked.revoked:
+                continue
+            outcome = self.rollback(task, f"{engine.version} revoked")
+            if not outcome.success:
+                outcome = self._replace(task, engine.version, revoked)
+            outcomes.append((task, outcome))
+        return outcomes
+
+    def _replace(self, task: str, out_version: str, revoked: Revocations) -> SwapOutcome:
+        ts = self.tasks[task]
+        with ts.lock:
+            for version in newest_first(self.engines_root, task):
+                if version == out_version:
+                    continue
+                version_dir = os.path.join(self.engines_root, task, version)
+                if not check(version_dir, task, version, self.engines_root, self.trust or TrustPolicy(False),
+                             revoked).trusted:
+                    continue
+                try:
+                    engine = store.open_engine(store.load_version(self.engines_root, task, version),
+                                               self.params.backend, self.params.intra_op_threads)
+                except AirsideError:
+                    continue
+                rolled_out = self.host.slots[task].exchange(engine)
+                self.host.wait_between_frames(FRAME_DONE_TIMEOUT_S)
+                rolled_out.close()
+                if ts.fallback is not None:
+                    ts.fallback.close()
+                    ts.fallback = None
+                ts.window.clear()
+                ts.times.clear()
+                self.active.set(task, version)
+                self._set(task, SERVING, f"{out_version} revoked: replaced by {version} (newest that verifies)")
+                return SwapOutcome(True, f"{task} {out_version} revoked: now serves {version}", version, out_version)
+            self.host.take_down(task)
+            self.down[task] = f"{out_version} revoked and no other version verifies"
+            self._set(task, FAILED, f"down: {self.down[task]}")
+            return SwapOutcome(False, f"{task} {out_version} revoked and no other version verifies: the task is "
+                               "down, the simplex drives on the baseline", "", out_version)
 
     # ------------------------------------------------------------------ monitoring
     def record(self, frame: FrameResult) -> List[str]:
@@ -252,3 +325,20 @@ class SwapController:
                     f"{old_ms:.1f} ms, {new_misses} frames over {self.params.frame_deadline_ms:.0f} ms against "
                     f"{old_misses}")
         return None
+
+
+def _version_key(version: str):
+    """Sort key of a version name: numeric parts as numbers, a suffix after them (1.0.0-int8)."""
+    head, _, suffix = version.partition("-")
+    parts = [int(p) if p.isdigit() else -1 for p in head.split(".")]
+    return parts, suffix == "", suffix
+
+
+def newest_first(engines_root: str, task: str) -> List[str]:
+    """The version directories of ``task`` under the root, newest first."""
+    task_dir = os.path.join(engines_root, task)
+    try:
+        names = [n for n in os.listdir(task_dir) if os.path.isfile(os.path.join(task_dir, n, "manifest.yaml"))]
+    except OSError:
+        return []
+    return sorted(names, key=_version_key, reverse=True)

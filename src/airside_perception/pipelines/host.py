@@ -144,6 +144,15 @@ class PerceptionHost:
                            bev.overflow_points, {t: e.version for t, e in engines.items()}, stats, trust,
                            monitor_ms + (end - scoring_start) * 1e3)
 
+    def take_down(self, task: str) -> None:
+        """Stops running ``task``; its engine is released once the frame in flight is done."""
+        slots = dict(self.slots)
+        slot = slots.pop(task, None)
+        self.slots = slots  # one reference swap: a frame reads either the old or the new set
+        if slot is not None:
+            self.wait_between_frames()
+            slot.get().close()
+
     def engine(self, task: str) -> Optional[TaskEngine]:
         slot = self.slots.get(task)
         return slot.get() if slot else None

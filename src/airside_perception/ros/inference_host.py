@@ -7,6 +7,7 @@ Nothing a cloud contains can stop the worker.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional
 
@@ -22,7 +23,7 @@ from airside_perception.ota import serving
 from airside_perception.ota.swap import SwapController, SwapParams
 from airside_perception.pipelines.frame_stats import FrameStats
 from airside_perception.pipelines.host import PerceptionHost
-from airside_perception.ros import common
+from airside_perception.ros import common, trust_door
 from airside_perception.ros import inference_host_status as status
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams, IntakeTimes
 from airside_perception.ros.diagnostics import NodeDiagnostics
@@ -57,7 +58,8 @@ class InferenceHostNode:
         self.stats = FrameStats(self.host.tasks, times)
         self.outputs = HostOutputs(self.host, cfg["publish_markers"], times)
         self.swaps = SwapController(self.host, self.active, self.engines_root, self.budget, swap_params,
-                                    on_change=lambda: self.outputs.engines(self.swaps.status()))
+                                    on_change=self._engines_changed, trust=self.policy)
+        self.swaps.down.update({c.task: "no version verifies" for c in self.startup if c.engine is None})
         self.outputs.engines(self.swaps.status())
         self.srv_load = rospy.Service("inference_host/load_engine", LoadEngine, self._on_load_engine)
         self.srv_rollback = rospy.Service("inference_host/rollback_engine", RollbackEngine, self._on_rollback)
@@ -70,9 +72,39 @@ class InferenceHostNode:
                               cfg["max_future_ms"])
         self._diagnostics()  # before the first frame: publishing ticks the topic diagnostics
         self.worker = CloudWorker(NODE, self._process, intake, times)
+        self.watch = trust_door.RevocationWatch(NODE, self.swaps, self.policy, self.audit, self._engines_changed)
         rospy.on_shutdown(self.close)
         rospy.loginfo(f"{NODE}: serving {', '.join(f'{t} {self.host.engine(t).version}' for t in self.host.tasks)}"
                       f" from {self.engines_root}")
+
+    def _start_engines(self):
+        """Every task's start-up version, verified before it is opened (door ``startup``, audited)."""
+        cfg, self.startup = self.cfg, []
+        for task in cfg["tasks"]:
+            start = time.perf_counter()
+            choice = serving.open_serving(self.engines_root, task, self.active, cfg["versions"], cfg["backend"],
+                                          cfg["intra_op_threads"], self.policy)
+            self.startup.append(choice)
+            for version, why in choice.refused:
+                trust_door.audit(self.audit, NODE, "startup", task, False, why, NODE,
+                                 os.path.join(self.engines_root, task, version), start=start)
+                self.trust.problems.append(f"{task} {version} refused at start-up: {why}")
+            if choice.engine is None:
+                self.trust.problems.append(f"{task} is down: no version verifies; the simplex drives on the baseline")
+                continue
+            trust_door.audit(self.audit, NODE, "startup", task, True, caller=NODE,
+                             path=choice.engine.manifest.directory, start=start)
+            self.trust.serving[task] = f"{choice.engine.version} ({trust_door.describe(choice.verdict)})"
+        engines = [c.engine for c in self.startup if c.engine is not None]
+        if not engines:
+            common.fail_on_bad_config(NODE, ConfigError("no hosted task has a version that may be opened: "
+                                                        + "; ".join(self.trust.problems)))
+        return engines
+
+    def _engines_changed(self) -> None:
+        self.outputs.engines(self.swaps.status())
+        for task in self.host.tasks:
+            self.trust.serving[task] = self.host.engine(task).version
 
     def _process(self, header: Header, cloud: CloudArray, intake: IntakeTimes) -> None:
         frame = self.host.process(cloud.points)
@@ -81,30 +113,42 @@ class InferenceHostNode:
             rospy.logerr_throttle(5.0, f"{NODE}: {task}: {error}")
         for task in self.swaps.record(frame):
             rospy.logerr(f"{NODE}: {task} rolled back automatically: {self.swaps.tasks[task].message}")
+            trust_door.audit(self.audit, NODE, "rollback", task, True, caller="rollback_watch",
+                             version=self.host.engine(task).version)
 
     def _on_load_engine(self, req) -> LoadEngineResponse:
         rospy.loginfo(f"{NODE}: swap of {req.task} to {req.version_dir} requested")
+        start = time.perf_counter()
         out = self.swaps.swap(req.task, req.version_dir)
         (rospy.loginfo if out.success else rospy.logwarn)(f"{NODE}: {out.message}")
+        if not trust_door.from_model_manager(req):  # the manager audits what it asks for as `swap`
+            trust_door.audit(self.audit, NODE, "load", req.task, out.success, out.message, trust_door.caller_of(req),
+                             req.version_dir, out.active_version if out.success else "", start)
         return LoadEngineResponse(out.success, out.message, out.active_version, out.previous_version, out.load_ms,
                                   out.validation_ms)
 
     def _on_rollback(self, req) -> RollbackEngineResponse:
+        start = time.perf_counter()
         out = self.swaps.rollback(req.task, "requested by an operator")
         (rospy.loginfo if out.success else rospy.logwarn)(f"{NODE}: {out.message}")
+        if not trust_door.from_model_manager(req):
+            trust_door.audit(self.audit, NODE, "rollback", req.task, out.success, out.message,
+                             trust_door.caller_of(req), version=out.active_version, start=start)
         return RollbackEngineResponse(out.success, out.message, out.active_version)
 
     def _diagnostics(self) -> None:
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         for task in ([status.InputTask(self), status.PreprocessingTask(self)]
-                     + [status.EngineTask(self, t) for t in self.host.tasks]
+                     + [status.EngineTask(self, t) for t in self.cfg["tasks"]]
                      + [status.EndToEndTask(self), status.ShiftTask(self), status.PlatformTask(self)]):
             self.diagnostics.add_task(task)
+        self.diagnostics.add_task(self.trust)
         self.diagnostics.add("cpu", self.cpu)
         self.outputs.topic_diags = {t: self.diagnostics.topic(TASK_TOPICS[t][0], 10.0, self.budget.cycle_ms / 1e3)
                                     for t in self.outputs.pubs}
 
     def close(self) -> None:
+        self.watch.close()
         self.worker.close()
         self.host.close()
 

@@ -74,6 +74,9 @@ class EngineTask(_HostTask):
 
     def report(self):
         n, task, stats = self.node, self.task, self.node.stats
+        if n.host.engine(task) is None:
+            why = n.swaps.down.get(task, "not running")
+            return ERROR, f"down: {why}; the simplex drives on the baseline", {"state": "down", "why": why}
         budget_ms, engine, swap = n.budget.stage(task), n.host.engine(task), n.swaps.tasks[task]
         total = stats.times.percentiles(task)
         level, message = self._level(total, budget_ms), budget_message(total, budget_ms)

@@ -8,7 +8,6 @@ task's active and fallback version, backend, state and last message.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -18,13 +17,12 @@ from std_msgs.msg import Header
 
 from airside_perception import node_configs
 from airside_perception.engines import signing
-from airside_perception.engines.audit import AUDIT_FILE, AuditLog
 from airside_perception.engines.manifest import TASKS
-from airside_perception.errors import AirsideError, ConfigError, SwapError
+from airside_perception.errors import AirsideError, ConfigError
 from airside_perception.msg import ModelStatus, ModelStatusArray
 from airside_perception.ota import staging
 from airside_perception.pipelines import store
-from airside_perception.ros import common
+from airside_perception.ros import common, trust_door
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
 from airside_perception.stats import ERROR, OK, WARN
@@ -43,14 +41,15 @@ class ModelManagerNode:
             common.fail_on_bad_config(NODE, exc)
         self.cpu = common.CpuStatus(NODE, self.cfg)
         self.engines_root = self.cfg["engines_dir"] or common.package_path("engines")
-        if self.cfg["require_signature"]:
-            try:  # fail at start-up, loudly, when the vehicle profile cannot be enforced
+        self.policy, self.audit = trust_door.policy_of(self.cfg), trust_door.audit_log_of(self.cfg)
+        if self.cfg["trusted_keys_dir"]:
+            try:  # fail at start-up, loudly, when the fleet keys cannot be read
                 keys = signing.load_trusted_keys(self.cfg["trusted_keys_dir"])
             except AirsideError as exc:
-                common.fail_on_bad_config(NODE, ConfigError(f"require_signature is true but {exc}"))
-            rospy.loginfo(f"{NODE}: signatures required; trusted keys {sorted(keys)}")
-        state_file = self.cfg["state_file"] or common.ros_home_file("airside_perception", "active_engines.yaml")
-        self.audit = AuditLog(os.path.join(os.path.dirname(os.path.abspath(state_file)), AUDIT_FILE))
+                common.fail_on_bad_config(NODE, ConfigError(f"trusted_keys_dir: {exc}"))
+            rospy.loginfo(f"{NODE}: trusted keys {sorted(keys)}")
+        if not self.cfg["require_signature"]:
+            rospy.logwarn(f"{NODE}: require_signature is false: unsigned versions swap in (development only)")
         self.lock = threading.Lock()
         self.busy: Dict[str, bool] = {}
         self.host_models: Dict[str, ModelStatus] = {}
@@ -62,6 +61,7 @@ class ModelManagerNode:
         self.srv_rollback = rospy.Service("model_manager/rollback_engine", RollbackEngine, self._on_rollback)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add("engines", self._engines_status)
+        self.diagnostics.add_task(trust_door.TrustTask(NODE, self.policy, self.engines_root))
         self.diagnostics.add("cpu", self.cpu)
         rospy.loginfo(f"{NODE}: engines root {self.engines_root}")
 
@@ -117,23 +117,8 @@ class ModelManagerNode:
 
     def _audit(self, action: str, req, success: bool, reason: str, version_dir: str, version: str,
                start: float) -> None:
-        try:
-            self.audit.append(action, req.task, "accepted" if success else "refused", "" if success else reason,
-                              caller=_caller(req), path=getattr(req, "engine_path", ""),
-                              version=version or (os.path.basename(version_dir) if version_dir else ""),
-                              key_id=(signing.signature_key_id(version_dir) or "") if version_dir else "",
-                              duration_ms=(time.perf_counter() - start) * 1e3)
-        except OSError as exc:
-            rospy.logerr_throttle(10.0, f"{NODE}: audit log {self.audit.path} cannot be written: {exc}")
-
-    def _trusted_keys(self):
-        """The trusted keys, read again at every swap (a key added for rotation counts at once)."""
-        if not self.cfg["require_signature"]:
-            return None
-        try:
-            return signing.load_trusted_keys(self.cfg["trusted_keys_dir"])
-        except AirsideError as exc:
-            raise SwapError(str(exc)) from None
+        trust_door.audit(self.audit, NODE, action, req.task, success, reason, trust_door.caller_of(req),
+                         version_dir or getattr(req, "engine_path", ""), version, start)
 
     def _swap(self, req) -> Tuple[SwapEngineResponse, str]:
         """The swap and the version directory it resolved to (for the audit log)."""
@@ -158,7 +143,7 @@ class ModelManagerNode:
             try:
                 current = store.load_version(self.engines_root, task, active)
                 manifest = staging.stage(self.engines_root, task, req.engine_path, current,
-                                         self.cfg["require_gate_report"], trusted_keys=self._trusted_keys())
+                                         self.cfg["require_gate_report"], trust=self.policy)
             except AirsideError as exc:
                 return self._refuse(task, str(exc), active), version_dir
             try:
@@ -234,12 +219,6 @@ class ModelManagerNode:
         message = ", ".join(f"{t} {m.active_version} {m.state}" for t, m in sorted(models.items())) or \
             "no inference host seen"
         return common.status(f"{NODE}: engines", level, message, values)
-
-
-def _caller(req) -> str:
-    """The calling node's name, from the service connection header."""
-    header = getattr(req, "_connection_header", None) or {}
-    return str(header.get("callerid", ""))
 
 
 def main() -> None:

@@ -141,6 +141,24 @@ def _parser() -> cli.Parser:
     common(p)
     p.add_argument("--key", required=True, help="private key from keygen (NAME.key)")
 
+    p = sub.add_parser("revoke", help="withdraw a version: every door refuses it from now on, and a host serving it "
+                                      "replaces it within a second")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--version", required=True)
+    p.add_argument("--key", required=True, help="private key of a fleet key the vehicles trust (NAME.key)")
+    p.add_argument("--engines-dir", default=DEFAULT_ENGINES, help="engines root holding revoked.json")
+    p.add_argument("--reason", default="", help="why, for the audit log and the diagnostics")
+    p.add_argument("--log", default=None, help="audit.jsonl to record the revocation in (default: beside the "
+                                               "default state file)")
+
+    p = sub.add_parser("trust", help="which versions under the engines root open, and why (bundled, signed, "
+                                     "revoked, refused)")
+    p.add_argument("--engines-dir", default=DEFAULT_ENGINES)
+    p.add_argument("--trusted-keys-dir", default="", help="the vehicle's trusted_keys_dir")
+
+    p = sub.add_parser("bundle", help="list the versions under the package's engines/ as bundled (run when a "
+                                      "version is added to the package)")
+
     p = sub.add_parser("audit", help="the swap and rollback audit log as a table")
     p.add_argument("--log", default=None, help="audit.jsonl (default: beside the default state file)")
     p.add_argument("--last", type=cli.positive_int, default=None, help="only the last N entries")
@@ -160,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
                 "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "fold": _fold, "sign": _sign,
-                "audit": _audit}[args.verb](args)
+                "audit": _audit, "revoke": _revoke, "trust": _trust, "bundle": _bundle}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
 
@@ -339,11 +357,67 @@ def _sign(args) -> int:
     return 0
 
 
+def _default_audit_path() -> str:
+    from airside_perception.engines import audit
+
+    return os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "airside_perception",
+                        audit.AUDIT_FILE)
+
+
+def _revoke(args) -> int:
+    import time
+
+    from airside_perception.engines import audit, trust
+
+    start = time.perf_counter()
+    log = audit.AuditLog(args.log or _default_audit_path())
+    path = os.path.join(args.engines_dir, args.task, args.version)
+    try:
+        revoked = trust.revoke(args.engines_dir, args.task, args.version, args.key, args.reason)
+    except AirsideError as exc:
+        log.append("revoke", args.task, "refused", str(exc), caller=PROG, path=path, version=args.version,
+                   duration_ms=(time.perf_counter() - start) * 1e3)
+        raise
+    log.append("revoke", args.task, "accepted", caller=PROG, path=path, version=args.version,
+               duration_ms=(time.perf_counter() - start) * 1e3)
+    print(f"{os.path.join(args.engines_dir, trust.REVOKED_FILE)}: {args.task} {args.version} revoked"
+          + (f" ({args.reason})" if args.reason else "") + f"; {len(revoked)} revoked in all: "
+          + ", ".join(sorted(revoked)))
+    print("every door refuses it now; a host serving it replaces it within a second (inference_host: trust)")
+    return 0
+
+
+def _trust(args) -> int:
+    from airside_perception.engines import trust
+    from airside_perception.ota.swap import newest_first
+
+    policy = trust.TrustPolicy(True, args.trusted_keys_dir)
+    revoked = trust.revocations(args.engines_dir, policy)
+    if revoked.problem:
+        print(f"warning: {revoked.problem}")
+    rows = []
+    for task in TASKS:
+        for version in newest_first(args.engines_dir, task):
+            v = trust.check(os.path.join(args.engines_dir, task, version), task, version, args.engines_dir, policy,
+                            revoked)
+            how = {"bundled": "bundled", "signed": f"signed by {v.key_id}"}.get(v.how, "refused")
+            rows.append(f"{task:<13} {version:<12} {how:<26} {v.reason}")
+    print("\n".join(rows))
+    return 0
+
+
+def _bundle(args) -> int:
+    from airside_perception.engines import trust
+
+    versions = trust.write_bundled(DEFAULT_ENGINES)
+    print(f"{trust.BUNDLED_FILE}: {len(versions)} bundled versions from {DEFAULT_ENGINES}")
+    return 0
+
+
 def _audit(args) -> int:
     from airside_perception.engines import audit
 
-    path = args.log or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "airside_perception",
-                                    audit.AUDIT_FILE)
+    path = args.log or _default_audit_path()
     if not os.path.exists(path):
         cli.fail(PROG, f"{path} does not exist: pass --log with the audit.jsonl beside the model manager's "
                        "state file")

@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from airside_perception.engines import audit, signing
+from airside_perception.engines.trust import TrustPolicy
 from airside_perception.errors import SwapError
 from airside_perception.ota import staging
 from airside_perception.pipelines import store
@@ -40,7 +41,7 @@ def engines(tmp_path):
 def _stage(root, trusted, version="1.0.1", task="detection"):
     serving = store.load_version(str(root), "detection", "1.0.0")
     return staging.stage(str(root), task, str(root / task / version), serving, False,
-                         trusted_keys=signing.load_trusted_keys(str(trusted)))
+                         trust=TrustPolicy(True, str(trusted)))
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads(engines):
@@ -112,7 +113,7 @@ def test_signed_version_cannot_be_replayed_as_another_task(engines):
     with pytest.raises(SwapError, match="signed as detection 1.0.1, not segmentation 1.0.1"):
         staging.stage(str(root), "segmentation", str(root / "segmentation" / "1.0.1"),
                       store.load_version(str(root), "detection", "1.0.0"), False,
-                      trusted_keys=signing.load_trusted_keys(str(trusted)))
+                      trust=TrustPolicy(True, str(trusted)))
 
 
 def test_empty_or_missing_trusted_directory_names_the_fix(tmp_path):

@@ -408,3 +408,44 @@ def test_a_detector_at_0_4_m_swaps_in_for_one_at_0_8_m_and_back(tmp_path):
     back = ctl.rollback("detection")
     assert back.success and host.engine("detection").version == "1.0.0"
     host.close()
+
+
+def _trusted_controller(root, tmp_path):
+    from airside_perception.engines.trust import SEEN_FILE, TrustPolicy
+
+    ctl, host, active = _controller(root, tmp_path)
+    ctl.trust = TrustPolicy(True, make_test_engines.os.path.join(make_test_engines.KEYS, "trusted_keys"),
+                            str(tmp_path / SEEN_FILE))
+    return ctl, host, active
+
+
+def test_with_trust_a_rollback_to_a_fallback_altered_since_it_served_is_refused(root, tmp_path):
+    own = str(tmp_path / "root")
+    shutil.copytree(root, own)
+    ctl, host, _ = _trusted_controller(own, tmp_path)
+    assert ctl.swap("detection", os.path.join(own, "detection", "1.0.0-copy")).success  # signed fixture
+    manifest = os.path.join(own, "detection", "1.0.0", "manifest.yaml")  # the fallback, edited at rest
+    with open(manifest, "a") as fh:
+        fh.write("# edited\n")
+    out = ctl.rollback("detection")
+    assert not out.success and "refused" in out.message and host.engine("detection").version == "1.0.0-copy"
+    host.close()
+
+
+def test_a_revoked_serving_version_is_replaced_by_its_fallback_else_the_newest_that_verifies(root, tmp_path):
+    from airside_perception.engines import trust
+
+    own = str(tmp_path / "root")
+    shutil.copytree(root, own)
+    key = os.path.join(make_test_engines.KEYS, "test_fleet.key")
+    ctl, host, active = _trusted_controller(own, tmp_path)
+    assert ctl.swap("detection", os.path.join(own, "detection", "1.0.0-copy")).success
+    trust.revoke(own, "detection", "1.0.0-copy", key, "test")
+    [(task, out)] = ctl.replace_revoked(trust.revocations(own, ctl.trust))
+    assert task == "detection" and out.success and host.engine("detection").version == "1.0.0"
+    trust.revoke(own, "detection", "1.0.0", key, "test")  # now no fallback: the newest that verifies
+    [(_, out)] = ctl.replace_revoked(trust.revocations(own, ctl.trust))
+    assert out.success and host.engine("detection").version == "2.1.0", out.message
+    assert active.version("detection") == "2.1.0"
+    assert ctl.replace_revoked(trust.revocations(own, ctl.trust)) == [], "nothing revoked serves"
+    host.close()
