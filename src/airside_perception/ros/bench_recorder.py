@@ -15,8 +15,6 @@ runs on the baseline alone.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from typing import Dict, List
@@ -27,15 +25,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from airside_perception.msg import InferenceStatus, SimplexStatus
 from airside_perception.ros.common import header_of_raw
-from airside_perception.stats import Percentiles
+from airside_perception.tools import graph_report
+from airside_perception.tools.graph_report import NODES
 
 # Outputs are received raw and only their header is read: the recorder must not load the
 # machine it measures with deserializing 100k-point messages.
 OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy", "/baseline/obstacles",
            "/perception/obstacles", "/perception/safety_grid")
-NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay", "bench_recorder")
 OUTPUT_GRACE_S = 1.0
-NEURAL_OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
 
 
 def node_processes(nodes) -> Dict[str, psutil.Process]:
@@ -162,7 +159,7 @@ class BenchRecorder:
                 cpu[name] = p.cpu_percent(None)
             except psutil.Error:
                 cpu[name] = float("nan")
-        self._write(elapsed, cpu, rss_peak)
+        print(graph_report.write(self, elapsed, cpu, rss_peak), flush=True)
         rospy.signal_shutdown("benchmark done")
 
     def _swap(self) -> None:
@@ -175,104 +172,6 @@ class BenchRecorder:
         except (rospy.ROSException, rospy.ServiceException) as exc:
             self.swap_answer = f"swap call failed: {exc}"
         self.swap_window = [t0, time.monotonic()]
-
-    def _swap_lines(self, result: Dict) -> List[str]:
-        """P99 of the swapped task's stamp-to-publish latency in the 3 s around the swap against
-        the rest of the run, and the clouds without that output around the swap."""
-        if not self.swap_window:
-            return []
-        topic = {"segmentation": "/perception/segmentation", "detection": "/perception/detections",
-                 "occupancy": "/perception/occupancy"}[self.swap_task]
-        t0, t1 = self.swap_window
-        mid = (t0 + t1) / 2
-        lo, hi = min(t0, mid - 1.5), max(t1, mid + 1.5)
-        near = [lat for t, lat, _ in self.arrivals[topic] if lo <= t <= hi]
-        far = [lat for t, lat, _ in self.arrivals[topic] if not lo <= t <= hi]
-        p_near, p_far = Percentiles.of(near), Percentiles.of(far)
-        ratio = p_near.p99 / p_far.p99 if far and near else float("nan")
-        dropped = result["outputs"][topic]["dropped"]
-        met = ratio <= 1.10 and dropped == 0
-        result["swap_under_load"] = {"task": self.swap_task, "answer": self.swap_answer, "call_s": t1 - t0,
-                                     "p99_around_ms": p_near.p99, "p99_outside_ms": p_far.p99, "ratio": ratio,
-                                     "frames_around": len(near), "dropped": dropped, "met": met}
-        return ["", f"swap under load ({self.swap_answer}; call took {t1 - t0:.1f} s):",
-                f"  {topic} P99 in the {hi - lo:.1f} s around the swap {p_near.p99:.1f} ms ({len(near)} frames), "
-                f"outside {p_far.p99:.1f} ms: {ratio:.2f}x (target <= 1.10), {dropped} clouds without output: "
-                f"{'met' if met else 'NOT met'}"]
-
-    def _hop_stats(self):
-        """Percentiles of each hop, and of the time outside the host's own work per cloud."""
-        with self.lock:
-            hops = dict(self.hops)
-            seg = {stamp: lat for _, lat, stamp in self.arrivals["/perception/segmentation"]}
-        if not hops:
-            return {}, {}
-        names = sorted({k for h in hops.values() for k in h})
-        stats = {}
-        for name in names:
-            p = Percentiles.of([h[name] for h in hops.values() if name in h])
-            stats[name] = {"p50": p.p50, "p99": p.p99, "max": p.max}
-        outside = [seg[s] - h["own work"] for s, h in hops.items() if s in seg]
-        if not outside:
-            return stats, {}
-        p_out, p_e2e = Percentiles.of(outside), Percentiles.of([seg[s] for s in hops if s in seg])
-        return stats, {"p50_ms": p_out.p50, "p99_ms": p_out.p99, "share": p_out.p50 / max(p_e2e.p50, 1e-9)}
-
-    def _write(self, elapsed: float, cpu: Dict[str, float], rss: Dict[str, float]) -> None:
-        n_clouds = len(self.clouds)
-        lines = [f"graph benchmark: {elapsed:.0f} s at 10 Hz, {n_clouds} clouds published by the replay",
-                 "", "end-to-end latency, input stamp -> output received (ms):"]
-        result = {"duration_s": elapsed, "clouds": n_clouds, "outputs": {}, "cpu_percent": cpu, "rss_peak_mb": rss}
-        for topic, values in self.latency.items():
-            p = Percentiles.of(values)
-            answered = len(self.stamps[topic] & set(self.clouds))
-            dropped = n_clouds - answered
-            lines.append(f"  {topic:28s} {p.line()}  dropped {dropped}/{n_clouds}")
-            result["outputs"][topic] = {"p50": p.p50, "p99": p.p99, "max": p.max, "count": p.count,
-                                        "dropped": dropped, "answered": answered}
-        lines += ["", "stages, from the nodes' /diagnostics (rolling window):"]
-        stages = {}
-        for name, values in sorted(self.diag.items()):
-            keep = {k: v for k, v in values.items() if "(ms)" in k and ("P50" in k or "P99" in k or "max" in k)}
-            if keep:
-                stages[name] = keep
-                lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in keep.items()))
-            if name.endswith(": input"):
-                lines.append(f"  {name}: dropped {values.get('dropped (not processed in time)')}, "
-                             f"rejected {values.get('rejected')}, stale {values.get('stale')}")
-        result["stages"] = stages
-        worst = max((result["outputs"][t]["p99"] for t in NEURAL_OUTPUTS), default=float("nan"))
-        dropped = sum(result["outputs"][t]["dropped"] for t in NEURAL_OUTPUTS)
-        met = n_clouds > 0 and worst < self.target_ms and dropped == 0
-        result["target"] = {"p99_ms": self.target_ms, "worst_p99_ms": worst, "dropped": dropped, "met": met}
-        lines.insert(1, f"target: every neural output P99 under {self.target_ms:.0f} ms, no dropped frames: "
-                        f"{'met' if met else 'NOT met'} (worst P99 {worst:.1f} ms, {dropped} dropped)")
-        if n_clouds == 0:
-            lines.insert(0, "ERROR: no cloud arrived from the replay: see cloud_replay's log (is the bag path right?)")
-        lines += self._swap_lines(result)
-        lines += ["", "simplex decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.simplex_active.items())),
-                  "", "processes (CPU % of one core, averaged; peak RSS):"]
-        result["simplex"] = self.simplex_active
-        result["hops"], result["overhead"] = self._hop_stats()
-        result["host_kills"] = self.host_kills
-        if result["hops"]:
-            lines += ["", "inference host, per hop (ms): " + ", ".join(
-                f"{k} P50 {v['p50']:.1f} / P99 {v['p99']:.1f}" for k, v in result["hops"].items())]
-        if result["overhead"]:
-            outside = result["overhead"]
-            lines.append(f"outside the host's own work (transport, queueing): P50 {outside['p50_ms']:.1f} ms, "
-                         f"{100 * outside['share']:.0f} % of the segmentation output's P50")
-        for name in NODES:
-            if name in cpu:
-                lines.append(f"  {name:16s} CPU {cpu[name]:6.1f} %   RSS {rss.get(name, float('nan')):7.1f} MB")
-        text = "\n".join(lines) + "\n"
-        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
-        with open(self.out, "w") as fh:
-            fh.write(text)
-        with open(os.path.splitext(self.out)[0] + ".json", "w") as fh:
-            json.dump(result, fh, indent=2, default=float)
-        print(text, flush=True)
-
 
 def main() -> None:
     rospy.init_node("bench_recorder")

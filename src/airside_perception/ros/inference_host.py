@@ -47,11 +47,10 @@ class InferenceHostNode:
             common.fail_on_bad_config(NODE, exc)
         self.cpu = common.CpuStatus(NODE, cfg)  # before the engines start their pools
         self.engines_root = cfg["engines_dir"] or common.package_path("engines")
-        self.active = ActiveVersions(cfg["state_file"] or common.ros_home_file(
-            "airside_perception", "active_engines.yaml"), cfg["versions"])
-        self.host = PerceptionHost([serving.open_serving(self.engines_root, t, self.active, cfg["versions"],
-                                                         cfg["backend"], cfg["intra_op_threads"])
-                                    for t in cfg["tasks"]], cfg["preprocessing_device"])
+        self.active = ActiveVersions(trust_door.state_file_of(cfg), cfg["versions"])
+        self.policy, self.audit = trust_door.policy_of(cfg), trust_door.audit_log_of(cfg)
+        self.trust = trust_door.TrustTask(NODE, self.policy, self.engines_root)
+        self.host = PerceptionHost(self._start_engines(), cfg["preprocessing_device"])
         if self.host.preprocessing.fallback_reason:
             rospy.logwarn(f"{NODE}: {self.host.preprocessing.fallback_reason}")
         times = StageTimes(cfg["stats_window"])

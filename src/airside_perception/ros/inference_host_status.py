@@ -19,7 +19,7 @@ def budget_message(p, budget_ms: float) -> str:
 
 class _HostTask(StatusTask):
     def __init__(self, node, what: str):
-        super().__init__(f"{node.name}: {what}")
+        super().__init__(what)  # diagnostic_updater names it "<node>: <what>"
         self.node = node
 
     def _level(self, p, budget_ms: float) -> int:

@@ -8,24 +8,21 @@ task's active and fallback version, backend, state and last message.
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Tuple
 
 import rospy
-from std_msgs.msg import Header
 
 from airside_perception import node_configs
 from airside_perception.engines import signing
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError, ConfigError
-from airside_perception.msg import ModelStatus, ModelStatusArray
 from airside_perception.ota import staging
 from airside_perception.pipelines import store
 from airside_perception.ros import common, trust_door
 from airside_perception.ros.diagnostics import NodeDiagnostics
+from airside_perception.ros.engine_mirror import EngineMirror, EnginesTask
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
-from airside_perception.stats import ERROR, OK, WARN
 
 NODE = "model_manager"
 HOST_LOAD = "inference_host/load_engine"
@@ -50,58 +47,16 @@ class ModelManagerNode:
             rospy.loginfo(f"{NODE}: trusted keys {sorted(keys)}")
         if not self.cfg["require_signature"]:
             rospy.logwarn(f"{NODE}: require_signature is false: unsigned versions swap in (development only)")
-        self.lock = threading.Lock()
-        self.busy: Dict[str, bool] = {}
-        self.host_models: Dict[str, ModelStatus] = {}
-        self.notes: Dict[str, str] = {}
-        self.counts = {"swaps": 0, "refused": 0, "rollbacks": 0}
-        self.pub_status = rospy.Publisher("model_manager/status", ModelStatusArray, queue_size=5, latch=True)
-        self.sub = rospy.Subscriber("inference_host/engines", ModelStatusArray, self._on_host_engines)
+        self.mirror = EngineMirror()
         self.srv_swap = rospy.Service("model_manager/swap_engine", SwapEngine, self._on_swap)
         self.srv_rollback = rospy.Service("model_manager/rollback_engine", RollbackEngine, self._on_rollback)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
-        self.diagnostics.add("engines", self._engines_status)
+        self.diagnostics.add_task(EnginesTask(NODE, self.mirror))
         self.diagnostics.add_task(trust_door.TrustTask(NODE, self.policy, self.engines_root))
         self.diagnostics.add("cpu", self.cpu)
         rospy.loginfo(f"{NODE}: engines root {self.engines_root}")
 
-    # ------------------------------------------------------------------ status
-    def _on_host_engines(self, msg: ModelStatusArray) -> None:
-        with self.lock:
-            self.host_models = {m.task: m for m in msg.models}
-        self._publish()
-
-    def _publish(self) -> None:
-        with self.lock:
-            models = []
-            for task, m in sorted(self.host_models.items()):
-                note = self.notes.get(task)
-                models.append(ModelStatus(task=m.task, active_version=m.active_version,
-                                          fallback_version=m.fallback_version, backend=m.backend, state=m.state,
-                                          message=note if note else m.message))
-        self.pub_status.publish(ModelStatusArray(header=Header(stamp=rospy.Time.now()), models=models))
-
-    def _note(self, task: str, message: str) -> None:
-        with self.lock:
-            self.notes[task] = message
-        self._publish()
-
     # ------------------------------------------------------------------ services
-    def _claim(self, task: str) -> bool:
-        with self.lock:
-            if self.busy.get(task):
-                return False
-            self.busy[task] = True
-            return True
-
-    def _release(self, task: str) -> None:
-        with self.lock:
-            self.busy[task] = False
-
-    def _serving(self, task: str) -> Optional[ModelStatus]:
-        with self.lock:
-            return self.host_models.get(task)
-
     def _on_swap(self, req) -> SwapEngineResponse:
         start = time.perf_counter()
         response, version_dir = SwapEngineResponse(False, "internal error", "", ""), ""
@@ -130,13 +85,13 @@ class ModelManagerNode:
             version_dir = staging.resolve_version_dir(self.engines_root, task, req.engine_path)
         except AirsideError:
             version_dir = ""
-        serving = self._serving(task)
+        serving = self.mirror.serving(task)
         if serving is None:
-            hosted = sorted(self.host_models) or "none (is the inference host running?)"
+            hosted = self.mirror.hosted() or "none (is the inference host running?)"
             return self._refuse(task, f"task '{task}' is not served by the inference host (served: {hosted})",
                                 ""), version_dir
         active = serving.active_version
-        if not self._claim(task):
+        if not self.mirror.claim(task):
             return SwapEngineResponse(False, f"busy: a swap or rollback of {task} is running; try again when "
                                       "model_manager/status shows it serving", active, ""), version_dir
         try:
@@ -155,18 +110,18 @@ class ModelManagerNode:
                                     active), version_dir
             if not out.success:
                 return self._refuse(task, out.message, out.active_version), version_dir
-            self.counts["swaps"] += 1
-            self._note(task, "")
+            self.mirror.counts["swaps"] += 1
+            self.mirror.note(task, "")
             rospy.loginfo(f"{NODE}: {out.message} (load {out.load_ms:.0f} ms, validation {out.validation_ms:.0f} ms)")
             return SwapEngineResponse(True, out.message, out.active_version, out.previous_version), version_dir
         finally:
-            self._release(task)
+            self.mirror.release(task)
 
     def _refuse(self, task: str, message: str, active: str) -> SwapEngineResponse:
-        self.counts["refused"] += 1
+        self.mirror.counts["refused"] += 1
         rospy.logwarn(f"{NODE}: swap of '{task}' refused: {message}")
-        if task in self.host_models:
-            self._note(task, f"last swap refused: {message}")
+        if task in self.mirror.hosted():
+            self.mirror.note(task, f"last swap refused: {message}")
         return SwapEngineResponse(False, message, active, "")
 
     def _on_rollback(self, req) -> RollbackEngineResponse:
@@ -183,11 +138,11 @@ class ModelManagerNode:
 
     def _rollback(self, req) -> RollbackEngineResponse:
         task = req.task.strip()
-        serving = self._serving(task)
+        serving = self.mirror.serving(task)
         if serving is None:
-            hosted = sorted(self.host_models) or "none"
+            hosted = self.mirror.hosted() or "none"
             return RollbackEngineResponse(False, f"task '{task}' is not served (served: {hosted})", "")
-        if not self._claim(task):
+        if not self.mirror.claim(task):
             return RollbackEngineResponse(False, f"busy: a swap or rollback of {task} is running",
                                           serving.active_version)
         try:
@@ -196,29 +151,11 @@ class ModelManagerNode:
         except (rospy.ROSException, rospy.ServiceException) as exc:
             return RollbackEngineResponse(False, f"the inference host did not answer ({exc})", serving.active_version)
         finally:
-            self._release(task)
+            self.mirror.release(task)
         if out.success:
-            self.counts["rollbacks"] += 1
-            self._note(task, "")
+            self.mirror.counts["rollbacks"] += 1
+            self.mirror.note(task, "")
         return out
-
-    # ------------------------------------------------------------------ diagnostics
-    def _engines_status(self):
-        """The engines the host serves, as the manager sees them."""
-        with self.lock:
-            models = dict(self.host_models)
-        level = OK if models else WARN
-        states = {t: m.state for t, m in models.items()}
-        if any(s == "failed" for s in states.values()):
-            level = ERROR
-        elif any(s == "rolled_back" for s in states.values()):
-            level = max(level, WARN)
-        values = {**{f"{t} active": m.active_version for t, m in models.items()},
-                  **{f"{t} fallback": m.fallback_version for t, m in models.items()},
-                  **{f"{t} state": m.state for t, m in models.items()}, **self.counts}
-        message = ", ".join(f"{t} {m.active_version} {m.state}" for t, m in sorted(models.items())) or \
-            "no inference host seen"
-        return common.status(f"{NODE}: engines", level, message, values)
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ class DecisionTask(StatusTask):
     """``simplex: decision``: mode, reasons, faults, decision time against the safety-monitoring budget."""
 
     def __init__(self, node):
-        super().__init__(f"{node.name}: decision")
+        super().__init__("decision")  # diagnostic_updater names it "<node>: decision"
         self.node = node
         self.reasons: Dict[str, int] = {}
         self.last_faults, self.last_reason, self.last_shift = [], "no_input", ""

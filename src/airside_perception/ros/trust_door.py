@@ -68,7 +68,7 @@ class TrustTask(StatusTask):
     start-up version was refused or the revocation list cannot be taken."""
 
     def __init__(self, node_name: str, policy: TrustPolicy, engines_root: str):
-        super().__init__(f"{node_name}: trust")
+        super().__init__("trust")  # diagnostic_updater names it "<node>: trust"
         self.policy, self.engines_root = policy, engines_root
         self.serving: Dict[str, str] = {}  # task -> "version (bundled | signed by KEY | unchecked)"
         self.problems: List[str] = []  # start-up refusals and tasks down, kept until restart
@@ -94,7 +94,7 @@ class TrustTask(StatusTask):
         if not self.policy.require_signature:
             return WARN, ("require_signature is false: unsigned and altered versions open (development "
                           "only; the vehicle runs full.launch with its default true)"), values
-        return OK, f"every serving version verified ({', '.join(sorted(self.serving.values()))})", values
+        return OK, "every serving version verified: " + ", ".join(f"{t} {v}" for t, v in sorted(self.serving.items())), values
 
 
 class RevocationWatch:

@@ -401,7 +401,8 @@ def _trust(args) -> int:
             v = trust.check(os.path.join(args.engines_dir, task, version), task, version, args.engines_dir, policy,
                             revoked)
             how = {"bundled": "bundled", "signed": f"signed by {v.key_id}"}.get(v.how, "refused")
-            rows.append(f"{task:<13} {version:<12} {how:<26} {v.reason}")
+            rows.append(f"{task:<13} {version:<12} {how:<26} {v.check_ms:7.1f} ms  {v.reason}")
+    print(f"{'task':<13} {'version':<12} {'opens':<26} {'check':>10}  reason")
     print("\n".join(rows))
     return 0
 
