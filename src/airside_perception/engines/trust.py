@@ -37,9 +37,10 @@ REVOCATION_FORMAT = 1
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    """require_signature: False only for development (every door then accepts unsigned versions,
-    revocations still hold); trusted_keys_dir: the ``*.pub`` keys a non-bundled version may be
-    signed with ("" : none, so only bundled versions open); seen_path: where this process
+    """require_signature: False only for development (every door then accepts unsigned and altered
+    versions; revocations verified by a trusted key still hold); trusted_keys_dir: the ``*.pub``
+    keys a non-bundled version may be signed with, and a revocation list must be signed with ("" :
+    none, so only bundled versions open and no list is taken); seen_path: where this process
     remembers the revocations it has verified ("" : not remembered)."""
 
     require_signature: bool = True

@@ -94,7 +94,8 @@ class TrustTask(StatusTask):
         if not self.policy.require_signature:
             return WARN, ("require_signature is false: unsigned and altered versions open (development "
                           "only; the vehicle runs full.launch with its default true)"), values
-        return OK, "every serving version verified: " + ", ".join(f"{t} {v}" for t, v in sorted(self.serving.items())), values
+        serving = ", ".join(f"{t} {v}" for t, v in sorted(self.serving.items()))
+        return OK, f"every serving version verified: {serving}", values
 
 
 class RevocationWatch:

@@ -148,6 +148,8 @@ def _parser() -> cli.Parser:
     p.add_argument("--key", required=True, help="private key of a fleet key the vehicles trust (NAME.key)")
     p.add_argument("--engines-dir", default=DEFAULT_ENGINES, help="engines root holding revoked.json")
     p.add_argument("--reason", default="", help="why, for the audit log and the diagnostics")
+    p.add_argument("--allow-missing", action="store_true", help="revoke a version that is not under the engines "
+                                                                  "root (yet): it will never open")
     p.add_argument("--log", default=None, help="audit.jsonl to record the revocation in (default: beside the "
                                                "default state file)")
 
@@ -155,6 +157,8 @@ def _parser() -> cli.Parser:
                                      "revoked, refused)")
     p.add_argument("--engines-dir", default=DEFAULT_ENGINES)
     p.add_argument("--trusted-keys-dir", default="", help="the vehicle's trusted_keys_dir")
+    p.add_argument("--state-file", default=None, help="the nodes' state file: the revocations they remember sit "
+                                                      "beside it (default: ~/.ros/airside_perception/)")
 
     p = sub.add_parser("bundle", help="list the versions under the package's engines/ as bundled (run when a "
                                       "version is added to the package)")
@@ -367,23 +371,33 @@ def _default_audit_path() -> str:
 def _revoke(args) -> int:
     import time
 
-    from airside_perception.engines import audit, trust
+    from airside_perception.engines import audit, signing, trust
 
     start = time.perf_counter()
-    log = audit.AuditLog(args.log or _default_audit_path())
     path = os.path.join(args.engines_dir, args.task, args.version)
+    if not os.path.isdir(args.engines_dir):
+        cli.fail(PROG, f"--engines-dir {args.engines_dir} does not exist: give the engines root the vehicle's nodes "
+                       "use (their engines_dir; the package's engines/ when unset)")
+    if not os.path.isdir(path) and not args.allow_missing:
+        cli.fail(PROG, f"{path} does not exist: check --task and --version (to revoke a version before it is "
+                       "copied here, add --allow-missing)")
+    log = audit.AuditLog(args.log or _default_audit_path())
+    kid = signing.key_id(signing.load_private_key(args.key).public_key())
     try:
         revoked = trust.revoke(args.engines_dir, args.task, args.version, args.key, args.reason)
     except AirsideError as exc:
         log.append("revoke", args.task, "refused", str(exc), caller=PROG, path=path, version=args.version,
-                   duration_ms=(time.perf_counter() - start) * 1e3)
+                   key_id=kid, duration_ms=(time.perf_counter() - start) * 1e3)
         raise
-    log.append("revoke", args.task, "accepted", caller=PROG, path=path, version=args.version,
-               duration_ms=(time.perf_counter() - start) * 1e3)
+    log.append("revoke", args.task, "accepted", args.reason, caller=PROG, path=path, version=args.version,
+               key_id=kid, duration_ms=(time.perf_counter() - start) * 1e3)
+    reason = revoked.get(f"{args.task}/{args.version}", "")
     print(f"{os.path.join(args.engines_dir, trust.REVOKED_FILE)}: {args.task} {args.version} revoked"
-          + (f" ({args.reason})" if args.reason else "") + f"; {len(revoked)} revoked in all: "
+          + (f" ({reason})" if reason else "") + f", signed by key {kid}; {len(revoked)} revoked in all: "
           + ", ".join(sorted(revoked)))
-    print("every door refuses it now; a host serving it replaces it within a second (inference_host: trust)")
+    print(f"every door of a vehicle that trusts key {kid} refuses it now, and a host serving it replaces it within "
+          "a second (inference_host: trust); a vehicle without that key in its trusted_keys_dir takes no "
+          "revocation list")
     return 0
 
 
@@ -391,7 +405,11 @@ def _trust(args) -> int:
     from airside_perception.engines import trust
     from airside_perception.ota.swap import newest_first
 
-    policy = trust.TrustPolicy(True, args.trusted_keys_dir)
+    if not os.path.isdir(args.engines_dir):
+        cli.fail(PROG, f"--engines-dir {args.engines_dir} does not exist")
+    state_dir = os.path.dirname(os.path.abspath(args.state_file)) if args.state_file else \
+        os.path.dirname(_default_audit_path())
+    policy = trust.TrustPolicy(True, args.trusted_keys_dir, os.path.join(state_dir, trust.SEEN_FILE))
     revoked = trust.revocations(args.engines_dir, policy)
     if revoked.problem:
         print(f"warning: {revoked.problem}")
