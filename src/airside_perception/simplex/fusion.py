@@ -93,6 +93,19 @@ def reaches_near_field(boxes: np.ndarray, footprint: np.ndarray, near_field_m: f
     return (np.minimum(v_to_box, box_to_v) <= near_field_m) | overlap
 
 
+def corresponds_pairs(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``(P,)``: ``corresponds`` for the pairs (advanced[i], baseline[i]) only."""
+    grid = (np.arange(COVER_SAMPLES) + 0.5) / COVER_SAMPLES - 0.5
+    gu, gv = np.meshgrid(grid, grid)
+    c, s = np.cos(baseline[:, 6]), np.sin(baseline[:, 6])
+    du = gu.reshape(1, -1) * baseline[:, 3:4]
+    dv = gv.reshape(1, -1) * baseline[:, 4:5]
+    samples = np.stack([baseline[:, 0:1] + c[:, None] * du - s[:, None] * dv,
+                        baseline[:, 1:2] + s[:, None] * du + c[:, None] * dv], -1)  # (P, S*S, 2)
+    cover = inside_boxes(samples, advanced[:, None, :], 0.0).mean(axis=-1)
+    return (cover >= MIN_COVER) & (baseline[:, 3] * baseline[:, 4] >= MIN_AREA_RATIO * advanced[:, 3] * advanced[:, 4])
+
+
 def corresponds(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """``(A, B)``: advanced box a accounts for baseline obstacle b (covers at least ``MIN_COVER``
     of its footprint, and b's footprint is at least ``MIN_AREA_RATIO`` of a's)."""
@@ -120,9 +133,25 @@ def missed_near_obstacles(advanced: np.ndarray, baseline: np.ndarray, near_field
     if len(baseline) == 0:
         return np.zeros(0, np.int64)
     footprint = POINT_FOOTPRINT if footprint is None else footprint
-    near = reaches_near_field(baseline, footprint, near_field_m)
-    covered = corresponds(advanced, baseline).any(axis=0)
-    return np.flatnonzero(near & ~covered)
+    near = np.flatnonzero(reaches_near_field(baseline, footprint, near_field_m))
+    if len(near) == 0 or len(advanced) == 0:
+        return near
+    covered = _covered(advanced, baseline[near])
+    return near[~covered]
+
+
+def _covered(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``(B,)``: some advanced box corresponds to each baseline box (``corresponds(...).any(0)``),
+    testing only pairs whose footprints can touch (centres closer than their half diagonals)."""
+    reach_a = np.hypot(advanced[:, 3], advanced[:, 4]) / 2
+    reach_b = np.hypot(baseline[:, 3], baseline[:, 4]) / 2
+    gap = np.hypot(advanced[:, None, 0] - baseline[None, :, 0], advanced[:, None, 1] - baseline[None, :, 1])
+    ia, ib = np.nonzero(gap <= reach_a[:, None] + reach_b[None, :])
+    covered = np.zeros(len(baseline), bool)
+    if len(ia):
+        pairs = corresponds_pairs(advanced[ia], baseline[ib])
+        covered[ib[pairs]] = True
+    return covered
 
 
 def inside_boxes(points: np.ndarray, boxes: np.ndarray, margin_m: float) -> np.ndarray:
