@@ -26,6 +26,7 @@ from airside_perception.ros import common, markers
 from airside_perception.ros.cloud_worker import INPUT_TOPIC
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.ros.simplex_outputs import WINDOW_S, DecisionTask, Outputs
+from airside_perception.ros.simplex_roles import RoleKeeper, RoleTask, WatchdogTask
 from airside_perception.simplex import fusion
 from airside_perception.simplex.cycles import CycleBook, boxes_of, check_deadline
 from airside_perception.simplex.decision import ADVANCED, BASELINE, SimplexParams, SimplexState
@@ -62,6 +63,8 @@ class SimplexNode:
         self.times = StageTimes(cfg["stats_window"])
         self.recent = WindowedCounts(WINDOW_S)  # decisions and refused clouds of the last seconds
         self.task = DecisionTask(self)
+        self.name = rospy.get_name().lstrip("/")
+        self.keeper = RoleKeeper(self.name, cfg["role"], cfg["takeover_timeout_ms"] / 1e3, self.recent)
         self.last_decision = time.monotonic()
         # Names are relative: they resolve in the node's namespace (the contract's names at the root).
         self.pub_obs = rospy.Publisher("perception/obstacles", Detection3DArray, queue_size=5)
@@ -78,6 +81,8 @@ class SimplexNode:
         self.diagnostics = NodeDiagnostics(cfg["diagnostics_period_s"])
         self.diagnostics.on_clock_jump.append(self.times.clear)
         self.diagnostics.add_task(self.task)
+        self.diagnostics.add_task(RoleTask(self.keeper))
+        self.diagnostics.add_task(WatchdogTask(self.keeper, cfg["watchdog_max_age_ms"]))
         self.diagnostics.add("cpu", self.cpu)
         self.topic_diag = self.diagnostics.topic("perception/obstacles", 10.0, self.params.deadline_ms / 1e3 + 0.02)
         rospy.on_shutdown(self.close)
@@ -136,14 +141,18 @@ class SimplexNode:
         grid, grid_source, grid_fault = self.outputs.grid(d, header)
         faults = d.faults + ([grid_fault] if grid_fault else [])
         self.times.add("decision", (time.perf_counter() - start) * 1e3)
-        self.pub_obs.publish(obstacles)
-        self.topic_diag.tick(header.stamp)
-        self.pub_grid.publish(grid)
-        self.pub_status.publish(Outputs.status(d, header, self.state.switches, obstacles.latency_ms, grid_source,
-                                               faults))
-        self.pub_markers.publish(markers.box_markers(header, "simplex", boxes_of(obstacles),
-                                                     [o.label_name for o in obstacles.detections],
-                                                     [o.score for o in obstacles.detections], alpha=0.25))
+        status = Outputs.status(d, header, self.state.switches, obstacles.latency_ms, grid_source, faults)
+        status.instance, status.role, status.takeovers = self.name, "active", self.keeper.roles.takeovers
+
+        def send():  # only the active instance sends, each stamp once
+            self.pub_obs.publish(obstacles)
+            self.topic_diag.tick(header.stamp)
+            self.pub_grid.publish(grid)
+            self.pub_status.publish(status)
+            self.pub_markers.publish(markers.box_markers(header, "simplex", boxes_of(obstacles),
+                                                         [o.label_name for o in obstacles.detections],
+                                                         [o.score for o in obstacles.detections], alpha=0.25))
+        self.keeper.publish(cycle.stamp_ns, send)
         if grid_fault:
             rospy.logerr_throttle(10.0, f"{NODE}: {grid_fault}")
         self.task.note(d, faults, grid_fault)
@@ -156,14 +165,17 @@ class SimplexNode:
         while self._running and not rospy.is_shutdown():
             time.sleep(self.cfg["diagnostics_period_s"])
             try:
-                if time.monotonic() - self.last_decision > NO_INPUT_S:
+                if time.monotonic() - self.last_decision > NO_INPUT_S and self.keeper.may_publish():
                     self.task.last_reason = "no_input"
-                    self.pub_status.publish(Outputs.no_input(Header(stamp=rospy.Time.now()), self.state.switches))
+                    status = Outputs.no_input(Header(stamp=rospy.Time.now()), self.state.switches)
+                    status.instance, status.role, status.takeovers = self.name, "active", self.keeper.roles.takeovers
+                    self.pub_status.publish(status)
             except Exception as exc:  # the watch must never stop
                 rospy.logerr_throttle(10.0, f"{NODE}: status failed: {exc}")
 
     def close(self) -> None:
         self._running = False
+        self.keeper.close()
         self.diagnostics.close()
         with self.cond:
             self.cond.notify_all()
