@@ -26,6 +26,8 @@ import time
 import xmlrpc.client
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 GAP_TARGET_MS = 300.0
 SETTLE_S = 8.0
 WINDOW_AFTER_S = 6.0
@@ -136,8 +138,9 @@ def run_faults(bag: str, log_path: str) -> dict:
         log.close()
 
 
-def standby_cost(bag: str, work_dir: str, duration_s: float, rounds: int = 2) -> dict:
-    """Neural and simplex P99 of the graph with and without the standby, alternating, same bag."""
+def standby_cost(bag: str, work_dir: str, duration_s: float, rounds: int = 3) -> dict:
+    """Neural and simplex P99 of the graph with and without the standby, alternating, same bag;
+    the ratio of the medians over the rounds (one noisy minute of the machine does not decide)."""
     from airside_perception.ros.scenarios import NEURAL, SIMPLEX, _worst, run_scenario
 
     p99 = {"with": {"neural": [], "simplex": []}, "without": {"neural": [], "simplex": []}}
@@ -147,7 +150,7 @@ def standby_cost(bag: str, work_dir: str, duration_s: float, rounds: int = 2) ->
                                work_dir, duration_s)
             p99[which]["neural"].append(_worst(raw["outputs"], NEURAL)["p99_ms"])
             p99[which]["simplex"].append(_worst(raw["outputs"], SIMPLEX)["p99_ms"])
-    ratio = {k: max(p99["with"][k]) / max(p99["without"][k]) for k in ("neural", "simplex")}
+    ratio = {k: float(np.median(p99["with"][k]) / np.median(p99["without"][k])) for k in ("neural", "simplex")}
     return {"runs": rounds, "duration_s": duration_s, "p99_ms": p99, "ratio": ratio,
             "met": all(r <= 1.05 for r in ratio.values())}
 

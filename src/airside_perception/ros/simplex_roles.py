@@ -16,7 +16,7 @@ from airside_perception.ros.diagnostics import StatusTask
 from airside_perception.simplex.roles import ACTIVE, RoleParams, Roles
 from airside_perception.stats import ERROR, OK, WARN
 
-HEARTBEAT_PERIOD_S = 0.01
+HEARTBEAT_PERIOD_S = 0.02  # 50 Hz: two beats fit in the takeover timeout (50 ms)
 ROLE_WARN_S = 60.0  # a takeover or step-down stays a WARN this long
 
 
