@@ -14,10 +14,16 @@ from std_msgs.msg import Header
 from airside_perception.msg import Detection3DArray, SimplexHeartbeat
 from airside_perception.ros.diagnostics import StatusTask
 from airside_perception.simplex.roles import ACTIVE, RoleParams, Roles
-from airside_perception.stats import ERROR, OK, WARN
+from airside_perception.stats import CLOCK_JUMP_S, ERROR, OK, WARN
 
 HEARTBEAT_PERIOD_S = 0.02  # 50 Hz: two beats fit in the takeover timeout (50 ms)
 ROLE_WARN_S = 60.0  # a takeover or step-down stays a WARN this long
+
+
+def _newer(stamp_ns: int, newest_ns: int) -> bool:
+    """A stamp after the newest one, or far enough before it that time went back (sim time replayed
+    or looped): a new timeline starts there."""
+    return stamp_ns > newest_ns or newest_ns - stamp_ns > CLOCK_JUMP_S * 1e9
 
 
 class RoleKeeper:
@@ -55,8 +61,9 @@ class RoleKeeper:
     def _on_output(self, msg: Detection3DArray) -> None:
         with self.lock:
             stamp = msg.header.stamp.to_nsec()
-            self.last_published_ns = max(self.last_published_ns, stamp)
-            if self.newest_output is None or stamp >= self.newest_output[1]:
+            if _newer(stamp, self.last_published_ns):
+                self.last_published_ns = stamp
+            if self.newest_output is None or _newer(stamp, self.newest_output[1]):
                 self.newest_output = (time.monotonic(), stamp)
 
     def _run(self) -> None:
@@ -82,8 +89,8 @@ class RoleKeeper:
                 if self.pending is None or stamp_ns > self.pending[0]:
                     self.pending = (stamp_ns, send)
                 return False
-            if stamp_ns <= self.last_published_ns:
-                return False
+            if not _newer(stamp_ns, self.last_published_ns):
+                return False  # published already, or an older cycle: never out of order
             self.last_published_ns = stamp_ns
         send()
         return True
