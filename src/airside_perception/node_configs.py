@@ -139,8 +139,8 @@ SIMPLEX = {
     "stats_window": stats_window("cycles"),
     "role": Key(str, "start role of this instance (a respawned one comes back as the standby)",
                 choices=("active", "standby")),
-    "takeover_timeout_ms": Key(float, "a standby takes over when the active heartbeat is silent this long", lo=5.0,
-                               hi=1000.0),
+    "takeover_timeout_ms": Key(float, "a standby takes over when the active heartbeat (every 10 ms) is silent this "
+                                      "long", lo=30.0, hi=200.0),
     "watchdog_max_age_ms": Key(float, "the safety watchdog is ERROR when the newest obstacles output is older",
                                lo=50.0, hi=10_000.0),
 }

@@ -64,7 +64,10 @@ class SimplexNode:
         self.recent = WindowedCounts(WINDOW_S)  # decisions and refused clouds of the last seconds
         self.task = DecisionTask(self)
         self.name = rospy.get_name().lstrip("/")
-        self.keeper = RoleKeeper(self.name, cfg["role"], cfg["takeover_timeout_ms"] / 1e3, self.recent)
+        self.last_worker_loop = time.monotonic()
+        self.topic_diag = None
+        self.keeper = RoleKeeper(self.name, cfg["role"], cfg["takeover_timeout_ms"] / 1e3, self.recent,
+                                 lambda: self.last_worker_loop, self._on_output)
         self.last_decision = time.monotonic()
         # Names are relative: they resolve in the node's namespace (the contract's names at the root).
         self.pub_obs = rospy.Publisher("perception/obstacles", Detection3DArray, queue_size=5)
@@ -122,6 +125,7 @@ class SimplexNode:
     # ------------------------------------------------------------------ decisions
     def _work(self) -> None:
         while self._running and not rospy.is_shutdown():
+            self.last_worker_loop = time.monotonic()  # the heartbeat stops when this does
             try:
                 with self.cond:
                     cycle, wait_s = self.book.next_due(time.monotonic())
@@ -146,7 +150,6 @@ class SimplexNode:
 
         def send():  # only the active instance sends, each stamp once
             self.pub_obs.publish(obstacles)
-            self.topic_diag.tick(header.stamp)
             self.pub_grid.publish(grid)
             self.pub_status.publish(status)
             self.pub_markers.publish(markers.box_markers(header, "simplex", boxes_of(obstacles),
@@ -158,6 +161,11 @@ class SimplexNode:
         self.task.note(d, faults, grid_fault)
         self.last_decision = time.monotonic()
         self.times.add("stamp_to_decision", (rospy.Time.now() - header.stamp).to_sec() * 1e3)
+
+    def _on_output(self, msg) -> None:
+        """Every perception/obstacles message, from whichever instance: the topic's rate and age."""
+        if self.topic_diag is not None:
+            self.topic_diag.tick(msg.header.stamp)
 
     def _no_input_watch(self) -> None:
         """Without clouds no cycle is decided: the status says so once per period (wall clock:

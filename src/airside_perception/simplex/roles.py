@@ -26,12 +26,13 @@ ACTIVE, STANDBY = "active", "standby"
 class RoleParams:
     takeover_timeout_s: float = 0.05  # silence of the active heartbeat after which a standby takes over
     startup_listen_s: float = 1.5  # a fresh instance listens this long for an active one
-    stall_factor: float = 4.0  # a tick gap of this many timeouts means this process was stopped
+    heartbeat_period_s: float = 0.01
 
     def __post_init__(self):
-        if not 0.005 <= self.takeover_timeout_s <= 1.0:
-            raise ConfigError(f"takeover_timeout_ms {self.takeover_timeout_s * 1e3:g} must lie in [5, 1000]: "
-                              "well under one cycle, above the heartbeat period")
+        if not 3 * self.heartbeat_period_s <= self.takeover_timeout_s <= 0.2:
+            raise ConfigError(f"takeover_timeout_ms {self.takeover_timeout_s * 1e3:g} must lie in "
+                              f"[{3e3 * self.heartbeat_period_s:g}, 200]: at least three heartbeats, well under "
+                              "one cycle")
 
 
 class Roles:
@@ -52,8 +53,9 @@ class Roles:
         """A heartbeat of another instance; returns why this one stepped down, or None."""
         if instance == self.instance or role != ACTIVE:
             return None
-        self.last_active_heard = now
-        self.active_instance = instance
+        if term >= self.term:
+            self.last_active_heard = now
+            self.active_instance = instance
         stepped = None
         if self.role == ACTIVE and (term, self.instance) > (self.term, instance):
             self.role = STANDBY
@@ -62,12 +64,17 @@ class Roles:
         return stepped
 
     def tick(self, now: float) -> Optional[str]:
-        """Called every heartbeat period; returns what changed (a takeover or a step-down), or None."""
+        """Called every heartbeat period and before every publish; returns what changed (a takeover
+        or a step-down), or None. A gap in the ticks as long as the takeover timeout means this
+        process was stopped or starved: a standby may have taken over meanwhile, so an active one
+        stands by, and a standby does not take over on what it missed while it was not running."""
         gap, self.last_tick = now - self.last_tick, now
-        if gap > self.params.stall_factor * self.params.takeover_timeout_s and self.role == ACTIVE:
-            self.role = STANDBY
-            self.last_active_heard = now  # give the instance that took over a full timeout to be heard
-            return f"this process stalled for {gap * 1e3:.0f} ms: standing by"
+        if gap > self.params.takeover_timeout_s:
+            self.last_active_heard = now  # hear the others first: a full timeout before any takeover
+            if self.role == ACTIVE:
+                self.role = STANDBY
+                return f"this process stalled for {gap * 1e3:.0f} ms: standing by"
+            return None
         if self.role == ACTIVE:
             return None
         if self.last_active_heard is not None:
@@ -85,6 +92,10 @@ class Roles:
         return "active (no other active instance heard)"
 
     # ------------------------------------------------------------------ outputs
-    def may_publish(self, now: float) -> bool:
-        """Active, and ticking: a process resumed after a stop has not ticked yet and stays silent."""
-        return self.role == ACTIVE and now - self.last_tick <= self.params.stall_factor * self.params.takeover_timeout_s
+    def may_publish(self, now: float) -> Optional[str]:
+        """Ticks, then: None when this instance may publish now, else why not (standing by, or it
+        has just noticed that it was stopped)."""
+        change = self.tick(now)
+        if self.role != ACTIVE:
+            return change or "standing by"
+        return None

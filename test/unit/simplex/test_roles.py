@@ -51,12 +51,32 @@ def test_the_takeover_happens_after_the_timeout_not_before():
 def test_a_stopped_active_process_stands_by_when_it_resumes_and_does_not_publish_first():
     a = Roles("simplex", ACTIVE, P, 0.0)
     _run(a, 0.0, 1.5)
-    assert a.role == ACTIVE and a.may_publish(1.5)
-    assert not a.may_publish(3.5), "resumed after a 2 s stop: silent before its first tick"
-    assert "stalled" in a.tick(3.5) and a.role == STANDBY
-    assert a.on_heartbeat("simplex_standby", ACTIVE, 2, 3.51) is None
-    _run(a, 3.52, 4.0, beats=lambda t: [("simplex_standby", ACTIVE, 2)])
-    assert a.role == STANDBY and not a.may_publish(4.0)
+    assert a.role == ACTIVE and a.may_publish(1.505) is None
+    why = a.may_publish(3.5)  # resumed after a 2 s stop: the check itself notices
+    assert why and "stalled" in why and a.role == STANDBY
+    _run(a, 3.51, 4.0, beats=lambda t: [("simplex_standby", ACTIVE, 2)])
+    assert a.role == STANDBY and a.may_publish(4.0) == "standing by"
+
+
+def test_a_stall_as_long_as_the_takeover_timeout_already_stands_the_active_by():
+    a = Roles("simplex", ACTIVE, P, 0.0)
+    _run(a, 0.0, 1.5)
+    assert a.may_publish(1.56) and a.role == STANDBY, "60 ms without a tick: a standby may have taken over"
+
+
+def test_a_paused_standby_hears_the_others_before_it_takes_over():
+    s = Roles("simplex_standby", STANDBY, P, 0.0)
+    _run(s, 0.0, 1.0, beats=lambda t: [("simplex", ACTIVE, 1)])
+    assert s.tick(3.0) is None and s.role == STANDBY, "resumed after 2 s: no takeover on what it missed"
+    _run(s, 3.01, 3.2, beats=lambda t: [("simplex", ACTIVE, 1)])
+    assert s.role == STANDBY
+
+
+def test_a_lower_term_heartbeat_does_not_rename_the_active_instance():
+    s = Roles("simplex_standby", STANDBY, P, 0.0)
+    _run(s, 0.0, 1.0, beats=lambda t: [("simplex", ACTIVE, 3)])
+    s.on_heartbeat("old", ACTIVE, 1, 1.01)
+    assert s.active_instance == "simplex"
 
 
 def test_two_actives_resolve_to_the_higher_term_then_the_smaller_name():
@@ -82,5 +102,7 @@ def test_a_lone_standby_becomes_active_after_twice_the_listening_time():
 def test_bad_parameters_are_refused():
     with pytest.raises(ConfigError, match="takeover_timeout_ms"):
         RoleParams(takeover_timeout_s=5.0)
+    with pytest.raises(ConfigError, match="three heartbeats"):
+        RoleParams(takeover_timeout_s=0.02, heartbeat_period_s=0.01)
     with pytest.raises(ConfigError, match="role"):
         Roles("x", "leader", P, 0.0)
