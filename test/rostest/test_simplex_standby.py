@@ -86,6 +86,9 @@ class SimplexStandby(unittest.TestCase):
               f"{len(dup)} duplicate stamps", flush=True)
         self.assertLessEqual(gap, MAX_GAP_S, f"{what}: largest obstacles gap {gap * 1e3:.0f} ms")
         self.assertEqual(dup, [], f"{what}: stamps published twice")
+        stamps = [st for _, st in got]
+        backwards = sum(1 for a, b in zip(stamps, stamps[1:]) if b < a)
+        self.assertEqual(backwards, 0, f"{what}: {backwards} stamps older than the one before")
         self.assertGreater(rate, 8.0, f"{what}: obstacles at {rate:.1f} Hz")
 
     def test_1_killing_the_active_simplex_keeps_obstacles_at_the_input_rate(self):
