@@ -84,6 +84,9 @@ class Chaos(unittest.TestCase):
 
     def test_kill_each_node_in_turn(self):
         self._wait_obstacles(90.0)
+        deadline = time.monotonic() + 90.0  # obstacles may come from the baseline before the host serves
+        while time.monotonic() < deadline and "detection" not in self.status:
+            time.sleep(0.1)
         swap = rospy.ServiceProxy("/model_manager/swap_engine", SwapEngine)
         out = swap("detection", os.path.join(ROOT, "detection", "1.1.0"))
         self.assertTrue(out.success, out.message)
