@@ -163,23 +163,25 @@ def sign_statement(body: Dict[str, Any], private_key) -> Dict[str, Any]:
             "signature": base64.b64encode(private_key.sign(_canonical(body))).decode()}
 
 
-def verify_statement(body: Dict[str, Any], signed: Dict[str, Any], trusted: Dict[str, Any], path: str) -> str:
+def verify_statement(body: Dict[str, Any], signed: Dict[str, Any], trusted: Dict[str, Any], path: str,
+                     subject: Optional[str] = None, altered: str = "file", resign: str = "it") -> str:
     """Checks ``signed``'s signature over ``body`` against the ``trusted`` keys; returns the key id
-    (``SignatureError`` names the unknown key or the altered file)."""
+    (``SignatureError`` names the unknown key or the altered file). ``subject`` names what was
+    signed in the messages (default ``path``)."""
     _, _, invalid = _crypto()
     try:
         kid, sig = str(signed["key_id"]), base64.b64decode(signed["signature"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"{path} is malformed ({type(exc).__name__}): sign it again") from None
+        raise SignatureError(f"{path} is malformed ({type(exc).__name__}): sign {resign} again") from None
     key = trusted.get(kid)
     if key is None:
-        raise SignatureError(f"{path} is signed by key {kid}, which is not in trusted_keys_dir "
+        raise SignatureError(f"{subject or path} is signed by key {kid}, which is not in trusted_keys_dir "
                              f"(trusted: {sorted(trusted)}): sign with a trusted key or add its .pub")
     try:
         key.verify(sig, _canonical(body))
     except invalid:
         raise SignatureError(f"{path}: the signature does not match its statement under key {kid}: the "
-                             "file was altered") from None
+                             f"{altered} was altered") from None
     return kid
 
 
@@ -193,7 +195,6 @@ def verify_version(version_dir: str, task: str, version: str, trusted: Dict[str,
     """Checks ``version_dir``'s signature against ``trusted`` keys; ``SignatureError`` names what failed:
     the missing signature, the unknown key, the file whose bytes changed, or the task/version it was
     signed for."""
-    _, _, invalid = _crypto()
     path = os.path.join(version_dir, SIGNATURE_FILE)
     if not os.path.isfile(path):
         raise SignatureError(f"{task} {version} is not signed ({path} missing): sign it with "
@@ -201,19 +202,12 @@ def verify_version(version_dir: str, task: str, version: str, trusted: Dict[str,
     try:
         with open(path) as fh:
             signed = json.load(fh)
-        body, kid, sig = signed["statement"], str(signed["key_id"]), base64.b64decode(signed["signature"])
+        body = signed["statement"]
         files = dict(body["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SignatureError(f"{path} is malformed ({type(exc).__name__}): sign the version again") from None
-    key = trusted.get(kid)
-    if key is None:
-        raise SignatureError(f"{task} {version} is signed by key {kid}, which is not in trusted_keys_dir "
-                             f"(trusted: {sorted(trusted)}): sign with a trusted key or add its .pub")
-    try:
-        key.verify(sig, _canonical(body))
-    except invalid:
-        raise SignatureError(f"{path}: the signature does not match its statement under key {kid}: the "
-                             "signature file was altered") from None
+    kid = verify_statement(body, signed, trusted, path, subject=f"{task} {version}", altered="signature file",
+                           resign="the version")
     if body.get("task") != task or str(body.get("version")) != version:
         raise SignatureError(f"{version_dir} is signed as {body.get('task')} {body.get('version')}, not {task} "
                              f"{version}: a signed version cannot be reused as another task or version")

@@ -93,17 +93,27 @@ def reaches_near_field(boxes: np.ndarray, footprint: np.ndarray, near_field_m: f
     return (np.minimum(v_to_box, box_to_v) <= near_field_m) | overlap
 
 
+def _footprint_samples(boxes: np.ndarray) -> np.ndarray:
+    """``(B, S*S, 2)``: each box's BEV footprint sampled on an S x S grid (S = ``COVER_SAMPLES``)."""
+    grid = (np.arange(COVER_SAMPLES) + 0.5) / COVER_SAMPLES - 0.5  # (S,) in [-0.5, 0.5]
+    gu, gv = np.meshgrid(grid, grid)
+    c, s = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
+    du = gu.reshape(1, -1) * boxes[:, 3:4]
+    dv = gv.reshape(1, -1) * boxes[:, 4:5]
+    return np.stack([boxes[:, 0:1] + c[:, None] * du - s[:, None] * dv,
+                     boxes[:, 1:2] + s[:, None] * du + c[:, None] * dv], -1)
+
+
+def _accounts_for(cover: np.ndarray, advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """The correspondence rule on broadcast boxes: enough cover, and comparable footprints."""
+    return (cover >= MIN_COVER) & (baseline[..., 3] * baseline[..., 4]
+                                   >= MIN_AREA_RATIO * advanced[..., 3] * advanced[..., 4])
+
+
 def corresponds_pairs(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """``(P,)``: ``corresponds`` for the pairs (advanced[i], baseline[i]) only."""
-    grid = (np.arange(COVER_SAMPLES) + 0.5) / COVER_SAMPLES - 0.5
-    gu, gv = np.meshgrid(grid, grid)
-    c, s = np.cos(baseline[:, 6]), np.sin(baseline[:, 6])
-    du = gu.reshape(1, -1) * baseline[:, 3:4]
-    dv = gv.reshape(1, -1) * baseline[:, 4:5]
-    samples = np.stack([baseline[:, 0:1] + c[:, None] * du - s[:, None] * dv,
-                        baseline[:, 1:2] + s[:, None] * du + c[:, None] * dv], -1)  # (P, S*S, 2)
-    cover = inside_boxes(samples, advanced[:, None, :], 0.0).mean(axis=-1)
-    return (cover >= MIN_COVER) & (baseline[:, 3] * baseline[:, 4] >= MIN_AREA_RATIO * advanced[:, 3] * advanced[:, 4])
+    cover = inside_boxes(_footprint_samples(baseline), advanced[:, None, :], 0.0).mean(axis=-1)
+    return _accounts_for(cover, advanced, baseline)
 
 
 def corresponds(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
@@ -111,18 +121,9 @@ def corresponds(advanced: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     of its footprint, and b's footprint is at least ``MIN_AREA_RATIO`` of a's)."""
     if len(advanced) == 0 or len(baseline) == 0:
         return np.zeros((len(advanced), len(baseline)), bool)
-    grid = (np.arange(COVER_SAMPLES) + 0.5) / COVER_SAMPLES - 0.5  # (S,) in [-0.5, 0.5]
-    gu, gv = np.meshgrid(grid, grid)
-    c, s = np.cos(baseline[:, 6]), np.sin(baseline[:, 6])
-    du = gu.reshape(1, -1) * baseline[:, 3:4]
-    dv = gv.reshape(1, -1) * baseline[:, 4:5]
-    samples = np.stack([baseline[:, 0:1] + c[:, None] * du - s[:, None] * dv,
-                        baseline[:, 1:2] + s[:, None] * du + c[:, None] * dv], -1)  # (B, S*S, 2)
-    inside = inside_boxes(samples[None], advanced[:, None, None, :], 0.0)  # (A, B, S*S)
-    cover = inside.mean(axis=-1)
-    area_b = baseline[:, 3] * baseline[:, 4]
-    area_a = advanced[:, 3] * advanced[:, 4]
-    return (cover >= MIN_COVER) & (area_b[None, :] >= MIN_AREA_RATIO * area_a[:, None])
+    samples = _footprint_samples(baseline)
+    cover = inside_boxes(samples[None], advanced[:, None, None, :], 0.0).mean(axis=-1)  # (A, B)
+    return _accounts_for(cover, advanced[:, None, :], baseline[None, :, :])
 
 
 def missed_near_obstacles(advanced: np.ndarray, baseline: np.ndarray, near_field_m: float,
