@@ -36,10 +36,9 @@ from airside_perception.errors import AirsideError
 from airside_perception.frames import IntensityScale, transform_points
 from airside_perception.msg import CloudRefused
 from airside_perception.ros import common, convert
-from airside_perception.ros.diagnostics import CLOCK_JUMP_S
 from airside_perception.ros.frames import TargetFrame, TransformMissing
 from airside_perception.slot import LatestSlot
-from airside_perception.stats import OK, WARN, StageTimes, WindowedCounts
+from airside_perception.stats import CLOCK_JUMP_S, OK, WARN, StageTimes, WindowedCounts
 
 #: Relative: resolves in the node's namespace (``/airside_av/lidar/aggregated`` at the root).
 INPUT_TOPIC = "airside_av/lidar/aggregated"

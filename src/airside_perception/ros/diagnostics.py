@@ -23,7 +23,7 @@ import diagnostic_updater
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from airside_perception.stats import CLOCK_JUMP_S  # noqa: F401 (nodes read it here too)
+from airside_perception.stats import CLOCK_JUMP_S
 
 HARDWARE_ID = "airside_perception"
 
