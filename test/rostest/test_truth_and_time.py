@@ -68,7 +68,7 @@ class Feed:
 def kill_node(name):
     killed = 0
     for p in psutil.process_iter(["cmdline"]):
-        if f"__name:={name}" in " ".join(p.info["cmdline"] or []):
+        if f"__name:={name}" in (p.info["cmdline"] or []):  # the whole argument
             p.kill()
             killed += 1
     return killed

@@ -39,9 +39,9 @@ def node_processes(nodes) -> Dict[str, psutil.Process]:
     """The running process of each named node (launched with ``__name:=<node>``), by node name."""
     found = {}
     for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
+        args = p.info["cmdline"] or []
         for node in nodes:
-            if f"__name:={node}" in cmd:
+            if f"__name:={node}" in args:  # the whole argument: simplex is not simplex_standby
                 found[node] = p
     return found
 

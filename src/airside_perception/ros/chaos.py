@@ -144,14 +144,16 @@ def standby_cost(bag: str, work_dir: str, duration_s: float, rounds: int = 3) ->
     from airside_perception.ros.scenarios import NEURAL, SIMPLEX, _worst, run_scenario
 
     p99 = {"with": {"neural": [], "simplex": []}, "without": {"neural": [], "simplex": []}}
+    cpu = {"with": [], "without": []}  # CPU percent of one core, per node, per run
     for k in range(rounds):
         for which, flag in (("without", "false"), ("with", "true")):
             raw = run_scenario(f"standby_{which}_{k}", {"bag": bag, "swap_path": "none", "simplex_standby": flag},
                                work_dir, duration_s)
             p99[which]["neural"].append(_worst(raw["outputs"], NEURAL)["p99_ms"])
             p99[which]["simplex"].append(_worst(raw["outputs"], SIMPLEX)["p99_ms"])
+            cpu[which].append({n: round(v, 1) for n, v in raw.get("cpu_percent", {}).items() if "simplex" in n})
     ratio = {k: float(np.median(p99["with"][k]) / np.median(p99["without"][k])) for k in ("neural", "simplex")}
-    return {"runs": rounds, "duration_s": duration_s, "p99_ms": p99, "ratio": ratio,
+    return {"runs": rounds, "duration_s": duration_s, "p99_ms": p99, "ratio": ratio, "simplex_cpu_percent": cpu,
             "met": all(r <= 1.05 for r in ratio.values())}
 
 
@@ -161,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work-dir", default="bench_results/chaos")
     ap.add_argument("--cost-s", type=float, default=40.0, help="seconds per run of the standby-cost comparison "
                                                                 "(0: skip it)")
+    ap.add_argument("--cost-rounds", type=int, default=3, help="runs with and without the standby, alternating")
     ap.add_argument("--bag", default="", help="clouds to replay (default: the KITTI feed of make bench, written "
                                               "if missing)")
     args = ap.parse_args(argv)
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
         from airside_perception.ros.scenarios import make_feeds
 
         bag = make_feeds(os.path.join(os.path.dirname(os.path.abspath(args.work_dir)), "scenarios"), 30)["clouds"]
-    cost = standby_cost(os.path.abspath(bag), args.work_dir, args.cost_s) if args.cost_s > 0 else None
+    cost = standby_cost(os.path.abspath(bag), args.work_dir, args.cost_s, args.cost_rounds) if args.cost_s > 0 else None
     faults = run_faults(os.path.abspath(bag), os.path.join(args.work_dir, "chaos_launch.log"))
     met = all(f["max_gap_ms"] <= GAP_TARGET_MS and f["duplicates"] == 0 for f in faults.values())
     result = {"machine": f"vm: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",

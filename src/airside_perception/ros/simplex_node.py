@@ -141,14 +141,16 @@ class SimplexNode:
         start = time.perf_counter()
         self.state, d = self.book.decide(self.state, cycle, time.monotonic())
         header = Header(stamp=rospy.Time(nsecs=cycle.stamp_ns), frame_id=cycle.frame_id)
-        obstacles = self.outputs.obstacles(d, header)
-        grid, grid_source, grid_fault = self.outputs.grid(d, header)
+        grid_fault = self.outputs.grid_fault(d)
         faults = d.faults + ([grid_fault] if grid_fault else [])
         self.times.add("decision", (time.perf_counter() - start) * 1e3)
-        status = Outputs.status(d, header, self.state.switches, obstacles.latency_ms, grid_source, faults)
-        status.instance, status.role, status.takeovers = self.name, "active", self.keeper.roles.takeovers
+        switches = self.state.switches
 
-        def send():  # only the active instance sends, each stamp once
+        def send():  # only the active instance builds and sends the messages, each stamp once
+            obstacles = self.outputs.obstacles(d, header)
+            grid, grid_source, _ = self.outputs.grid(d, header)
+            status = Outputs.status(d, header, switches, obstacles.latency_ms, grid_source, faults)
+            status.instance, status.role, status.takeovers = self.name, "active", self.keeper.roles.takeovers
             self.pub_obs.publish(obstacles)
             self.pub_grid.publish(grid)
             self.pub_status.publish(status)

@@ -66,18 +66,26 @@ class Outputs:
         grid = messages.NumpyOccupancyGrid(header=header, info=chosen.info, data=np.asarray(chosen.data, np.int8))
         if source != ADVANCED or base is None:
             return grid, source, None
-        if not same_geometry(base.info, adv.info):
-            b, a = base.info, adv.info
-            return grid, source, (
-                f"baseline: grid geometry differs ({b.width}x{b.height} cells of {b.resolution:g} m at "
-                f"({b.origin.position.x:g}, {b.origin.position.y:g}) against {a.width}x{a.height} of "
-                f"{a.resolution:g} m at ({a.origin.position.x:g}, {a.origin.position.y:g})): not merged; "
-                "configure the baseline's occupancy like the engines'")
+        fault = self.grid_fault(d)
+        if fault:
+            return grid, source, fault
         shape = (adv.info.height, adv.info.width)
         grid.data = fusion.merge_grids(np.asarray(adv.data, np.int8).reshape(shape),
                                        np.asarray(base.data, np.int8).reshape(shape),
                                        self._near_mask(adv.info)).reshape(-1)
         return grid, "fused", None
+
+    @staticmethod
+    def grid_fault(d: Decision) -> Optional[str]:
+        """Why the baseline's grid cannot be merged into the advanced one this cycle, or None."""
+        base, adv = d.cycle.baseline_grid, d.cycle.advanced_grid
+        if d.output.source != ADVANCED or base is None or adv is None or same_geometry(base.info, adv.info):
+            return None
+        b, a = base.info, adv.info
+        return (f"baseline: grid geometry differs ({b.width}x{b.height} cells of {b.resolution:g} m at "
+                f"({b.origin.position.x:g}, {b.origin.position.y:g}) against {a.width}x{a.height} of "
+                f"{a.resolution:g} m at ({a.origin.position.x:g}, {a.origin.position.y:g})): not merged; "
+                "configure the baseline's occupancy like the engines'")
 
     def _near_mask(self, info) -> np.ndarray:
         key = (info.width, info.height, round(info.resolution, 6), round(info.origin.position.x, 6))

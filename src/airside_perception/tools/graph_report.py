@@ -11,7 +11,7 @@ from typing import Dict, List
 from airside_perception.stats import Percentiles
 
 NEURAL_OUTPUTS = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
-NODES = ("inference_host", "baseline", "simplex", "model_manager", "cloud_replay", "bench_recorder")
+NODES = ("inference_host", "baseline", "simplex", "simplex_standby", "model_manager", "cloud_replay", "bench_recorder")
 
 
 def swap_lines(rec, result: Dict) -> List[str]:
