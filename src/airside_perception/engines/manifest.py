@@ -6,10 +6,11 @@ version, the task, the model file's sha256 and the I/O signature, and names ever
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -58,6 +59,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     monitor: Mapping[str, Any] = field(default_factory=dict)  # distribution-shift limits, engine_tool calibrate-monitor
     directory: str = ""
+    not_after: str = ""  # ISO date after which no door opens this version ('' : no end), set by the signer
 
     @property
     def model_path(self) -> str:
@@ -129,7 +131,32 @@ def parse_manifest(data: Any, directory: str, source: str = MANIFEST_NAME) -> Ma
         class_names=tuple(str(c) for c in _require(data, "class_names", list, source)),
         metrics=data.get("metrics") or {}, validation=data.get("validation") or {},
         precision=str(model.get("precision", "fp32")), format_version=fmt, directory=directory,
-        monitor=_optional_mapping(data, "monitor", source))
+        monitor=_optional_mapping(data, "monitor", source), not_after=parse_not_after(data.get("not_after"), source))
+
+
+def parse_not_after(value: Any, source: str = MANIFEST_NAME) -> str:
+    """The manifest's ``not_after`` as an ISO date ('' when absent); a value that is no date is an error."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime.datetime):
+        value = value.date()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    try:
+        return datetime.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ManifestError(f"{source}: not_after {value!r} is not a date: write it as YYYY-MM-DD") from None
+
+
+def expiry_problem(not_after: str, today: Optional[datetime.date] = None) -> str:
+    """Why a version whose manifest says ``not_after`` may no longer open ('' when it may)."""
+    if not not_after:
+        return ""
+    today = today or datetime.date.today()
+    if today > datetime.date.fromisoformat(not_after):
+        return (f"expired: its manifest says not_after {not_after} (today is {today.isoformat()}); ship a newer "
+                "version, or have the fleet key re-sign this one with a later date")
+    return ""
 
 
 def _optional_mapping(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:

@@ -1,7 +1,8 @@
 """Whether a version may be opened: the one check that every door calls (the model manager's
 swap, the host's load service, rollbacks, the versions a host starts with, shadow runs).
 
-A version is trusted when it is not revoked and, with signatures required, either
+A version is trusted when it is not revoked, its manifest's ``not_after`` date (if the signer set
+one) has not passed, and, with signatures required, either
 
 - **bundled**: its content (the manifest and every file it names) is byte for byte a version
   shipped with the package, listed with its content digest in ``bundled_versions.json`` beside
@@ -25,8 +26,11 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+import yaml
+
 from airside_perception.engines import signing
 from airside_perception.engines.active import write_atomic
+from airside_perception.engines.manifest import MANIFEST_NAME, expiry_problem, parse_not_after
 from airside_perception.errors import AirsideError
 
 BUNDLED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled_versions.json")
@@ -184,6 +188,17 @@ def _is_bundled(version_dir: str, task: str, version: str) -> bool:
         return False
 
 
+def _expiry(version_dir: str) -> str:
+    """Why the version's ``not_after`` has passed ('' when it has not, or it sets none). A manifest
+    that cannot be read says nothing here: the signature and manifest checks name that problem."""
+    try:
+        with open(os.path.join(version_dir, MANIFEST_NAME)) as fh:
+            data = yaml.safe_load(fh)
+        return expiry_problem(parse_not_after(data.get("not_after") if isinstance(data, dict) else None))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return ""
+
+
 def check(version_dir: str, task: str, version: str, engines_root: str, policy: TrustPolicy,
           revoked: Optional[Revocations] = None) -> Verdict:
     """May ``version_dir`` (``task`` ``version``) be opened under ``policy``? Never raises."""
@@ -199,6 +214,9 @@ def check(version_dir: str, task: str, version: str, engines_root: str, policy: 
             why = revoked.revoked[key]
             return verdict(False, "", "", f"{task} {version} is revoked" + (f" ({why})" if why else "")
                            + ": revoked versions never open again; ship the fix under a new version")
+        expired = _expiry(version_dir)
+        if expired:
+            return verdict(False, "", signing.signature_key_id(version_dir) or "", f"{task} {version} {expired}")
         if not policy.require_signature:
             return verdict(True, "unchecked", signing.signature_key_id(version_dir) or "")
         if _is_bundled(version_dir, task, version):

@@ -3,11 +3,14 @@
 A failed swap leaves the serving engine serving; a good one replaces it between two frames
 and the replaced engine stays loaded as the fallback (the previous fallback is released).
 After a swap the new engine is watched over a window of frames: failed or non-finite frames
-roll it back to the fallback automatically; so does slowness, judged against the replaced
-engine's own record over the frames before the swap (its latency and deadline-miss rate under
-the same load), never against an absolute limit alone: an engine no slower than the one it
-replaced is not rolled back because the machine is busy. Every change of the active version
-is persisted atomically.
+roll it back to the fallback automatically; so does slowness: its live P99 in this graph over
+the task's budget (times ``max_latency_factor``) while it is also slower than the replaced
+engine's own record over the frames before the swap (the same load, beyond timing noise), or
+more deadline misses than that engine had. An engine no slower than the one it replaced is never
+rolled back because the machine is busy, and an older engine that fits the budget stays. A
+candidate with an equal or lower version than the serving one is a rollback by version
+(``is_downgrade``): allowed, and said so. Every change of the active version is persisted
+atomically.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.trust import Revocations, TrustPolicy, check
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
-from airside_perception.ota import golden, staging
-from airside_perception.ota.validation import MAX_SLOWDOWN, validate_candidate
+from airside_perception.ota import golden, staging, validation
+from airside_perception.ota.validation import validate_candidate
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
+from airside_perception.stats import Percentiles
 
 LOG = logging.getLogger(__name__)
 
 SERVING, LOADING, VALIDATING, ROLLED_BACK, FAILED = "serving", "loading", "validating", "rolled_back", "failed"
 FRAME_DONE_TIMEOUT_S = 2.0  # longest wait for the frame in flight before an engine is released
+LIVE_FRAMES = 300  # frames of each serving engine's live latency record (its P99 in this graph)
+MIN_LIVE_FRAMES = 20  # fewer: validation uses the serving engine's P99 side by side instead
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,11 @@ class _TaskSwap:
         self.window: Deque[bool] = collections.deque()  # failed frames of the new engine
         self.times: Deque[Tuple[float, bool]] = collections.deque()  # (task ms, deadline miss) of the serving engine
         self.before: List[Tuple[float, bool]] = []  # the replaced engine's record, for the watch
+        self.live: Deque[float] = collections.deque(maxlen=LIVE_FRAMES)  # task ms of the serving engine
+
+    def live_p99_ms(self) -> Optional[float]:
+        """The serving engine's P99 in the running graph, or None before enough frames."""
+        return Percentiles.of(list(self.live)).p99 if len(self.live) >= MIN_LIVE_FRAMES else None
 
 
 class SwapController:
@@ -158,7 +169,7 @@ class SwapController:
         try:
             clouds = golden.load_golden(serving.manifest)
             report = validate_candidate(candidate, serving, clouds, self.budget.stage(task),
-                                        self.params.max_latency_factor, self.host.wait_for_gap)
+                                        self.params.max_latency_factor, self.host.wait_for_gap, ts.live_p99_ms())
         except AirsideError as exc:
             candidate.close()
             self._set(task, SERVING, f"swap to {manifest.version} refused: {exc}")
@@ -174,14 +185,17 @@ class SwapController:
         old_fallback, ts.fallback = ts.fallback, previous
         ts.window.clear()
         ts.before, ts.times = list(ts.times), collections.deque()
+        ts.live.clear()
         if old_fallback is not None:
             old_fallback.close()
             del old_fallback
             release_free_memory()
         self.active.set(task, manifest.version)
-        self._set(task, SERVING, f"swapped {previous.version} -> {manifest.version}: {report.message}")
-        LOG.info("%s: %s -> %s (%s)", task, previous.version, manifest.version, report.message)
-        return SwapOutcome(True, f"{task} now serves {manifest.version} ({report.message}); "
+        older = (f"rollback by version ({manifest.version} after {previous.version}): "
+                 if is_downgrade(manifest.version, previous.version) else "")
+        self._set(task, SERVING, f"{older}swapped {previous.version} -> {manifest.version}: {report.message}")
+        LOG.info("%s: %s%s -> %s (%s)", task, older, previous.version, manifest.version, report.message)
+        return SwapOutcome(True, f"{older}{task} now serves {manifest.version} ({report.message}); "
                            f"{previous.version} kept as fallback", manifest.version, previous.version, load_ms,
                            validation_ms)
 
@@ -290,6 +304,7 @@ class SwapController:
             if result is not None:
                 ts.times.append((result.inference_ms + result.postprocess_ms,
                                  frame.total_ms > self.params.frame_deadline_ms))
+                ts.live.append(result.inference_ms + result.postprocess_ms)
                 while len(ts.times) > window:
                     ts.times.popleft()
             if ts.fallback is None:
@@ -303,28 +318,41 @@ class SwapController:
             if failures >= self.params.rollback_max_failures:
                 reason = f"{failures} failed frames of the last {len(ts.window)} (last: {error})"
             else:
-                reason = self._slower_than_before(ts)
+                reason = self._slower_than_before(task, ts)
             if reason:
                 outcome = self.rollback(task, f"automatic: {reason}")
                 if outcome.success:
                     rolled.append(task)
         return rolled
 
-    def _slower_than_before(self, ts: _TaskSwap) -> Optional[str]:
-        """Why the new engine is slower than the one it replaced, over the same number of frames
-        under the load of the moment, or None. It must be both clearly slower (median over
-        ``MAX_SLOWDOWN`` x) and miss the frame deadline more often than the old engine did."""
+    def _slower_than_before(self, task: str, ts: _TaskSwap) -> Optional[str]:
+        """Why the new engine does not fit this graph, or None. Over the same number of frames
+        under the load of the moment it must be slower than the engine it replaced beyond timing
+        noise (median over ``validation.SAME_SPEED`` x), and either run over the task's budget at P99 or
+        miss the frame deadline more often than the old engine did."""
         n = min(len(ts.times), len(ts.before))
         if n < max(10, self.params.rollback_max_failures):
             return None
         new, old = list(ts.times)[-n:], ts.before[-n:]
         new_ms, old_ms = sorted(t for t, _ in new)[n // 2], sorted(t for t, _ in old)[n // 2]
+        if new_ms <= validation.SAME_SPEED * old_ms:
+            return None
+        new_p99 = Percentiles.of([t for t, _ in new]).p99
+        limit = self.budget.stage(task) * self.params.max_latency_factor
         new_misses, old_misses = sum(m for _, m in new), sum(m for _, m in old)
-        if new_ms > MAX_SLOWDOWN * old_ms and new_misses >= old_misses + self.params.rollback_max_failures:
-            return (f"slower than the engine it replaced over {n} frames: median {new_ms:.1f} ms against "
-                    f"{old_ms:.1f} ms, {new_misses} frames over {self.params.frame_deadline_ms:.0f} ms against "
-                    f"{old_misses}")
+        slower = (f"median {new_ms:.1f} ms against the replaced engine's {old_ms:.1f} ms over {n} frames under "
+                  "the same load")
+        if new_p99 > limit:
+            return f"live P99 {new_p99:.1f} ms, over the budget of {limit:.1f} ms; {slower}"
+        if new_misses >= old_misses + self.params.rollback_max_failures:
+            return (f"{new_misses} frames over {self.params.frame_deadline_ms:.0f} ms against {old_misses}; "
+                    f"{slower}")
         return None
+
+
+def is_downgrade(candidate: str, serving: str) -> bool:
+    """A candidate whose version is equal to or lower than the serving one: a rollback by version."""
+    return _version_key(candidate) <= _version_key(serving)
 
 
 def _version_key(version: str):

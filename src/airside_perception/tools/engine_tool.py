@@ -24,8 +24,9 @@ from typing import List, Optional
 
 from airside_perception import cli
 from airside_perception.config import load_budget
-from airside_perception.engines.manifest import TASKS
-from airside_perception.errors import AirsideError
+from airside_perception.engines.active import write_atomic
+from airside_perception.engines.manifest import MANIFEST_NAME, TASKS, parse_not_after
+from airside_perception.errors import AirsideError, ManifestError
 from airside_perception.pipelines import store
 
 PROG = "engine_tool"
@@ -140,6 +141,8 @@ def _parser() -> cli.Parser:
     p = sub.add_parser("sign", help="sign a version in place (signature.json over the manifest and its files)")
     common(p)
     p.add_argument("--key", required=True, help="private key from keygen (NAME.key)")
+    p.add_argument("--not-after", default="", metavar="YYYY-MM-DD",
+                   help="last day any vehicle may open this version (written into the manifest, then signed)")
 
     p = sub.add_parser("revoke", help="withdraw a version: every door refuses it from now on, and a host serving it "
                                       "replaces it within a second")
@@ -355,10 +358,25 @@ def _sign(args) -> int:
     from airside_perception.engines import signing
 
     manifest = store.load_version(args.engines_dir, args.task, args.version)  # checks manifest and checksum
+    if args.not_after:
+        try:
+            date = parse_not_after(args.not_after, "--not-after")
+        except ManifestError as exc:
+            print(f"sign: {exc}", file=sys.stderr)
+            return 2
+        _set_not_after(os.path.join(manifest.directory, MANIFEST_NAME), date)
+        store.load_version(args.engines_dir, args.task, args.version)
     signed = signing.sign_version(manifest.directory, args.task, args.version, args.key)
     print(f"{manifest.directory}/{signing.SIGNATURE_FILE}: {args.task} {args.version} signed with key "
           f"{signed['key_id']} over {', '.join(sorted(signed['statement']['files']))}")
     return 0
+
+
+def _set_not_after(path: str, date: str) -> None:
+    """Writes ``not_after: DATE`` into the manifest, keeping every other line as it is."""
+    with open(path) as fh:
+        lines = [line for line in fh.read().splitlines() if not line.startswith("not_after:")]
+    write_atomic(path, "\n".join(lines + [f"not_after: {date}"]) + "\n")
 
 
 def _default_audit_path() -> str:

@@ -147,3 +147,35 @@ def test_the_check_of_a_shipped_version_is_cheap():
     for _ in range(5):
         v = check(os.path.join(SHIPPED, "segmentation", "2.2.0"), "segmentation", "2.2.0", SHIPPED, TrustPolicy())
     assert v.trusted and (time.perf_counter() - start) / 5 < 1.0
+
+
+def test_a_version_past_its_signed_not_after_is_refused_at_every_door_and_the_date_is_signed(root, capsys):
+    from airside_perception.tools import engine_tool
+
+    r, policy, fleet, _ = root
+    _copy(r, "2.1.0", "2.1.1")
+    assert engine_tool.main(["sign", "--task", "detection", "--version", "2.1.1", "--key", fleet["private"],
+                             "--engines-dir", str(r), "--not-after", "2000-01-01"]) == 0
+    manifest = (r / "detection" / "2.1.1" / "manifest.yaml").read_text()
+    assert "not_after: 2000-01-01" in manifest
+    v = _check(r, policy, "2.1.1")
+    assert not v.trusted and "expired" in v.reason and "2000-01-01" in v.reason, v.reason
+    # with signatures off too: the date is the signer's word, not a signature matter
+    assert not _check(r, TrustPolicy(False), "2.1.1").trusted
+    # a later date opens; editing the date at rest breaks the signature
+    assert engine_tool.main(["sign", "--task", "detection", "--version", "2.1.1", "--key", fleet["private"],
+                             "--engines-dir", str(r), "--not-after", "2999-12-31"]) == 0
+    assert _check(r, policy, "2.1.1").trusted
+    path = r / "detection" / "2.1.1" / "manifest.yaml"
+    path.write_text(path.read_text().replace("2999-12-31", "2998-12-31"))
+    assert not _check(r, policy, "2.1.1").trusted
+
+
+def test_sign_refuses_a_not_after_that_is_no_date(root, capsys):
+    from airside_perception.tools import engine_tool
+
+    r, _, fleet, _ = root
+    _copy(r, "2.1.0", "2.1.1")
+    assert engine_tool.main(["sign", "--task", "detection", "--version", "2.1.1", "--key", fleet["private"],
+                             "--engines-dir", str(r), "--not-after", "next year"]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err

@@ -155,12 +155,12 @@ def test_latency_gate_refuses_a_slow_candidate(root, tmp_path):
     ctl.params = params
     import airside_perception.ota.validation as validation
 
-    slowdown, validation.MAX_SLOWDOWN = validation.MAX_SLOWDOWN, 0.01
+    same, validation.SAME_SPEED = validation.SAME_SPEED, 0.01
     try:
         out = ctl.swap("segmentation", os.path.join(root, "segmentation", "1.0.0-int8"))
     finally:
-        validation.MAX_SLOWDOWN = slowdown
-    assert not out.success and "too slow" in out.message
+        validation.SAME_SPEED = same
+    assert not out.success and "too slow" in out.message and "projected P99" in out.message, out.message
     assert host.engine("segmentation").version == "1.0.0"
     host.close()
 
@@ -317,8 +317,7 @@ def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, 
     assert times["slow"] > 1.5 * times["1.0.0"], times
     frame_ms, _ = _frame_ms(root, tmp_path, x)
     ctl, host = _loaded_controller(root, tmp_path, deadline_ms=frame_ms + (times["slow"] - times["1.0.0"]) / 2)
-    monkeypatch.setattr(validation, "MAX_SLOWDOWN", 100.0)
-    monkeypatch.setattr(validation, "SAME_SPEED", 100.0)
+    monkeypatch.setattr(validation.Projection, "problem", lambda self: "")  # the gate lets it slip through
     serving = Serving(host, period_s=0.05).start(ctl)
     time.sleep(1.5)
     out = ctl.swap("detection", os.path.join(root, "detection", "slow"))
@@ -328,7 +327,8 @@ def test_a_slower_engine_that_slipped_through_is_rolled_back_by_the_watch(root, 
         time.sleep(0.1)
     serving.stop()
     assert serving.rolled == ["detection"] and host.engine("detection").version == "1.0.0"
-    assert "slower than the engine it replaced" in ctl.status()[0].message
+    message = ctl.status()[0].message
+    assert "against the replaced engine's" in message and ("over the budget" in message or "frames over" in message)
     host.close()
 
 
