@@ -18,6 +18,11 @@ CLASS_NAMES: Tuple[str, ...] = (
 )
 CLASS_IDS: Dict[str, int] = {name: index for index, name in enumerate(CLASS_NAMES)}
 
+#: The near field of the safety gates and shadow runs: persons within this range of the vehicle.
+NEAR_FIELD_M = 20.0
+#: A person counts as found when a confident person box, matched one-to-one, has its centre this close.
+PERSON_MATCH_M = 1.0
+
 GROUND = CLASS_IDS["ground"]
 AIRCRAFT = CLASS_IDS["aircraft"]
 PERSON = CLASS_IDS["person"]

@@ -73,6 +73,8 @@ MODEL_MANAGER = {
                                    "development, WARN)"),
     "trusted_keys_dir": Key(str, "directory of trusted *.pub keys; empty: only the bundled versions open"),
     "state_file": Key(str, "active versions file; the audit log audit.jsonl goes beside it"),
+    "auto_promote": Key(bool, "swap in a shadowed candidate that passed every shadow gate (through the usual "
+                              "validation); false: shadow runs only report"),
     "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
 }
 

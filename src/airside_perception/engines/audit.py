@@ -27,10 +27,12 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def append(self, action: str, task: str, result: str, reason: str = "", caller: str = "", path: str = "",
-               version: str = "", key_id: str = "", duration_ms: float = 0.0) -> Dict[str, Any]:
+               version: str = "", key_id: str = "", duration_ms: float = 0.0,
+               extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e3) % 1000:03d}Z",
                  "caller": caller, "action": action, "task": task, "path": path, "version": version,
                  "key_id": key_id, "result": result, "reason": reason, "duration_ms": round(duration_ms, 1)}
+        entry.update(extra or {})
         line = (json.dumps(entry, sort_keys=False) + "\n").encode()
         with self._lock:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

@@ -12,9 +12,8 @@ from airside_perception import classes
 #: nuScenes-style BEV centre-distance thresholds, metres; AP is their mean.
 AP_DISTANCES_M = (0.5, 1.0, 2.0, 4.0)
 MIN_GT_POINTS = 5
-NEAR_FIELD_M = 20.0
-#: A person counts as found when a confident person box, matched one-to-one, has its centre this close.
-PERSON_MATCH_M = 1.0
+NEAR_FIELD_M = classes.NEAR_FIELD_M
+PERSON_MATCH_M = classes.PERSON_MATCH_M
 
 
 def _greedy_match(truth_xy: np.ndarray, det_xy: np.ndarray, order: np.ndarray, max_dist_m: float):

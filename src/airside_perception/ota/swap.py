@@ -28,7 +28,7 @@ from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.trust import Revocations, TrustPolicy, check
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
-from airside_perception.ota import golden, staging, validation
+from airside_perception.ota import golden, shadow, staging, validation
 from airside_perception.ota.validation import validate_candidate
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
@@ -198,6 +198,46 @@ class SwapController:
         return SwapOutcome(True, f"{older}{task} now serves {manifest.version} ({report.message}); "
                            f"{previous.version} kept as fallback", manifest.version, previous.version, load_ms,
                            validation_ms)
+
+    # ------------------------------------------------------------------ shadow
+    def shadow(self, task: str, engine_path: str, clouds: int = 0, duration_s: float = 0.0,
+               should_stop=lambda: "") -> Tuple[Optional[shadow.ShadowReport], str]:
+        """Stages ``engine_path`` (trust included), then shadows it on the live frames
+        (``ota.shadow``); never swaps, never raises. Returns (report, '') or (None, why not)."""
+        if task not in self.tasks or task in self.down:
+            return None, f"task '{task}' is {self.down.get(task, 'not hosted here')} (hosted: {', '.join(self.tasks)})"
+        if clouds <= 0 and duration_s <= 0:
+            return None, "give duration_s > 0 or clouds > 0: how long the candidate runs beside the serving engine"
+        ts = self.tasks[task]
+        if not ts.lock.acquire(blocking=False):
+            return None, f"busy: a swap, rollback or shadow run of {task} is running; try again when it has ended"
+        try:
+            serving = self.host.engine(task)
+            try:
+                manifest = staging.stage(self.engines_root, task, engine_path, serving.manifest,
+                                         self.params.require_gate_report, trust=self.trust)
+                candidate = store.open_engine(manifest, self.params.backend, self.params.intra_op_threads)
+            except AirsideError as exc:
+                return None, f"shadow run refused: {exc}"
+            state, message = ts.state, ts.message
+
+            def progress(r: shadow.ShadowReport) -> None:
+                self._set(task, state, f"shadowing {r.candidate}: {r.clouds} clouds, agreement {r.agreement}, "
+                          f"{len(r.near_person_disagreements)} near-person disagreements")
+            try:
+                report = shadow.run_shadow(self.host, task, candidate, self.budget.stage(task),
+                                           self.params.max_latency_factor, ts.live_p99_ms,
+                                           self.params.frame_deadline_ms, clouds, duration_s, progress, should_stop)
+            finally:
+                candidate.close()
+                del candidate
+                release_free_memory()
+            verdict = "passed" if report.passed else "failed: " + "; ".join(report.failures)
+            self._set(task, state, f"shadow run of {report.candidate} over {report.clouds} clouds {verdict}"
+                      if report.clouds else message)
+            return report, ""
+        finally:
+            ts.lock.release()
 
     # ------------------------------------------------------------------ rollback
     def rollback(self, task: str, reason: str = "requested") -> SwapOutcome:

@@ -46,6 +46,16 @@ class FrameResult:
         return {**self.input_features, **(result.features if result is not None else {})}
 
 
+@dataclass(frozen=True)
+class LatestFrame:
+    """The newest frame's encoded input and results, for work beside the frames (shadow runs)."""
+
+    number: int
+    bev: BevInput
+    results: Dict[str, TaskResult]
+    total_ms: float
+
+
 class EngineSlot:
     """Holds the serving engine of one task; ``exchange`` swaps it atomically between frames."""
 
@@ -84,6 +94,7 @@ class PerceptionHost:
         self._frame_end = threading.Condition()
         self._frames_done = 0
         self._last_frame_end = float("-inf")  # time.monotonic()
+        self._latest: Optional[LatestFrame] = None
 
     def wait_between_frames(self, timeout_s: float = 0.25) -> None:
         """Blocks until no frame is being processed (at most ``timeout_s``): background work such
@@ -100,6 +111,10 @@ class PerceptionHost:
                 return
             seen = self._frames_done
             self._frame_end.wait_for(lambda: self._frames_done != seen, timeout_s)
+
+    def latest_frame(self) -> Optional[LatestFrame]:
+        """The newest finished frame (its input and results; None before the first)."""
+        return self._latest
 
     @property
     def tasks(self):
@@ -140,6 +155,7 @@ class PerceptionHost:
         trust = {task: engines[task].monitor.score({**stats, **result.features})
                  for task, result in results.items() if engines[task].monitor is not None}
         end = time.perf_counter()
+        self._latest = LatestFrame(self._frames_done + 1, bev, results, (end - start) * 1e3)
         return FrameResult(results, errors, pre_ms, (end - start) * 1e3, len(points), len(bev.kept),
                            bev.overflow_points, {t: e.version for t, e in engines.items()}, stats, trust,
                            monitor_ms + (end - scoring_start) * 1e3)

@@ -20,15 +20,15 @@ from airside_perception.engines.active import ActiveVersions
 from airside_perception.errors import ConfigError
 from airside_perception.frames import IntensityScale
 from airside_perception.ota import serving
-from airside_perception.ota.swap import SwapController, SwapParams
+from airside_perception.ota.swap import SwapController, SwapParams, is_downgrade
 from airside_perception.pipelines.frame_stats import FrameStats
 from airside_perception.pipelines.host import PerceptionHost
-from airside_perception.ros import common, trust_door
+from airside_perception.ros import common, shadow_door, trust_door
 from airside_perception.ros import inference_host_status as status
 from airside_perception.ros.cloud_worker import CloudWorker, IntakeParams, IntakeTimes
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.ros.inference_host_outputs import TASK_TOPICS, HostOutputs
-from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse
+from airside_perception.srv import LoadEngine, LoadEngineResponse, RollbackEngine, RollbackEngineResponse, ShadowEngine
 from airside_perception.stats import StageTimes
 
 NODE = "inference_host"
@@ -62,6 +62,7 @@ class InferenceHostNode:
         self.outputs.engines(self.swaps.status())
         self.srv_load = rospy.Service("inference_host/load_engine", LoadEngine, self._on_load_engine)
         self.srv_rollback = rospy.Service("inference_host/rollback_engine", RollbackEngine, self._on_rollback)
+        self.srv_shadow = rospy.Service(shadow_door.HOST_SHADOW, ShadowEngine, shadow_door.host_handler(self))
         start = time.perf_counter()
         warmed = serving.warm_up(self.host)
         rospy.loginfo(f"{NODE}: engines warmed up on {warmed} golden clouds in "
@@ -121,8 +122,10 @@ class InferenceHostNode:
         out = self.swaps.swap(req.task, req.version_dir)
         (rospy.loginfo if out.success else rospy.logwarn)(f"{NODE}: {out.message}")
         if not trust_door.from_model_manager(req):  # the manager audits what it asks for as `swap`
+            older = out.success and is_downgrade(out.active_version, out.previous_version)
             trust_door.audit(self.audit, NODE, "load", req.task, out.success, out.message, trust_door.caller_of(req),
-                             req.version_dir, out.active_version if out.success else "", start)
+                             req.version_dir, out.active_version if out.success else "", start,
+                             f"rollback by version: {out.active_version} after {out.previous_version}" if older else "")
         return LoadEngineResponse(out.success, out.message, out.active_version, out.previous_version, out.load_ms,
                                   out.validation_ms)
 

@@ -18,8 +18,9 @@ from airside_perception.engines import signing
 from airside_perception.engines.manifest import TASKS
 from airside_perception.errors import AirsideError, ConfigError
 from airside_perception.ota import staging
+from airside_perception.ota.swap import is_downgrade
 from airside_perception.pipelines import store
-from airside_perception.ros import common, trust_door
+from airside_perception.ros import common, shadow_door, trust_door
 from airside_perception.ros.diagnostics import NodeDiagnostics
 from airside_perception.ros.engine_mirror import EngineMirror, EnginesTask
 from airside_perception.srv import LoadEngine, RollbackEngine, RollbackEngineResponse, SwapEngine, SwapEngineResponse
@@ -50,6 +51,7 @@ class ModelManagerNode:
         self.mirror = EngineMirror()
         self.srv_swap = rospy.Service("model_manager/swap_engine", SwapEngine, self._on_swap)
         self.srv_rollback = rospy.Service("model_manager/rollback_engine", RollbackEngine, self._on_rollback)
+        self.shadow = shadow_door.ManagerShadow(self)
         self.diagnostics = NodeDiagnostics(self.cfg["diagnostics_period_s"])
         self.diagnostics.add_task(EnginesTask(NODE, self.mirror))
         self.diagnostics.add_task(trust_door.TrustTask(NODE, self.policy, self.engines_root))
@@ -66,14 +68,17 @@ class ModelManagerNode:
             response = SwapEngineResponse(False, f"internal error: {type(exc).__name__}: {exc}", "", "")
             rospy.logerr(f"{NODE}: swap failed: {response.message}")
         finally:
+            older = response.success and is_downgrade(response.active_version, response.previous_version)
             self._audit("swap", req, response.success, response.message, version_dir,
-                        response.active_version if response.success else "", start)
+                        response.active_version if response.success else "", start,
+                        note=f"rollback by version: {response.active_version} after {response.previous_version}"
+                        if older else "")
         return response
 
     def _audit(self, action: str, req, success: bool, reason: str, version_dir: str, version: str,
-               start: float) -> None:
+               start: float, note: str = "", extra=None) -> None:
         trust_door.audit(self.audit, NODE, action, req.task, success, reason, trust_door.caller_of(req),
-                         version_dir or getattr(req, "engine_path", ""), version, start)
+                         version_dir or getattr(req, "engine_path", ""), version, start, note, extra)
 
     def _swap(self, req) -> Tuple[SwapEngineResponse, str]:
         """The swap and the version directory it resolved to (for the audit log)."""

@@ -10,6 +10,7 @@
     rosrun airside_perception engine_tool keygen   --out-dir DIR --name NAME
     rosrun airside_perception engine_tool sign     --task T --version V --key DIR/NAME.key
     rosrun airside_perception engine_tool audit    [--log FILE]
+    rosrun airside_perception engine_tool shadow-report [--log FILE] [--task T]
 
 (also ``python -m airside_perception.tools.engine_tool VERB``). Exit codes: 0 done or gates
 passed, 1 gates failed, 2 bad request, 3 the step needs what this machine lacks (TensorRT).
@@ -170,6 +171,10 @@ def _parser() -> cli.Parser:
     p.add_argument("--log", default=None, help="audit.jsonl (default: beside the default state file)")
     p.add_argument("--last", type=cli.positive_int, default=None, help="only the last N entries")
 
+    p = sub.add_parser("shadow-report", help="the last shadow run (/model_manager/shadow_engine) as a table")
+    p.add_argument("--log", default=None, help="audit.jsonl (default: beside the default state file)")
+    p.add_argument("--task", choices=TASKS, default=None, help="the last shadow run of this task")
+
     p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
     p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
     return parser
@@ -185,7 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
                 "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "fold": _fold, "sign": _sign,
-                "audit": _audit, "revoke": _revoke, "trust": _trust, "bundle": _bundle}[args.verb](args)
+                "audit": _audit, "shadow-report": _shadow_report, "revoke": _revoke, "trust": _trust,
+                "bundle": _bundle}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
 
@@ -464,6 +470,26 @@ def _audit(args) -> int:
     print(audit.table(entries))
     print(f"{len(entries)} entries from {path}")
     return 0
+
+
+def _shadow_report(args) -> int:
+    from airside_perception.engines import audit
+    from airside_perception.ota import shadow
+
+    path = args.log or _default_audit_path()
+    if not os.path.exists(path):
+        cli.fail(PROG, f"{path} does not exist: pass --log with the audit.jsonl beside the model manager's "
+                       "state file")
+    runs = [e for e in audit.read_entries(path) if e.get("action") == "shadow" and isinstance(e.get("shadow"), dict)
+            and (args.task is None or e.get("task") == args.task)]
+    if not runs:
+        print(f"{path}: no shadow run{' of ' + args.task if args.task else ''} recorded: call "
+              "/model_manager/shadow_engine first", file=sys.stderr)
+        return 1
+    last = runs[-1]
+    print(f"shadow run at {last['time']} (caller {last.get('caller') or '-'}), {len(runs)} recorded in {path}")
+    print(shadow.table(last["shadow"]))
+    return 0 if last["shadow"].get("passed") else 1
 
 
 def _calibrate_monitor(args) -> int:
