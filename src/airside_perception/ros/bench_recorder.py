@@ -15,6 +15,7 @@ runs on the baseline alone.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Dict, List
@@ -56,6 +57,9 @@ class BenchRecorder:
         if self.swap_path == "none":
             self.swap_path = ""
         self.swap_task = rospy.get_param("~swap_task", "detection")
+        self.shadow_path = rospy.get_param("~shadow_path", "none")  # a shadow run over the whole measurement
+        self.shadow_task = rospy.get_param("~shadow_task", "segmentation")
+        self.shadow_answer: Dict[str, object] = {}
         self.kill_host = bool(rospy.get_param("~kill_host", False))
         self.host_kills = 0
         self.hops: Dict[int, Dict[str, float]] = {}  # stamp ns -> hop -> ms
@@ -135,6 +139,8 @@ class BenchRecorder:
             p.cpu_percent(None)
         self.recording = self.counting_clouds = True
         start = time.time()
+        if self.shadow_path not in ("", "none"):
+            threading.Thread(target=self._shadow, daemon=True).start()
         rss_peak: Dict[str, float] = {}
         swap_thread = None
         while time.time() - start < self.duration_s and not rospy.is_shutdown():
@@ -172,6 +178,20 @@ class BenchRecorder:
         except (rospy.ROSException, rospy.ServiceException) as exc:
             self.swap_answer = f"swap call failed: {exc}"
         self.swap_window = [t0, time.monotonic()]
+
+    def _shadow(self) -> None:
+        from airside_perception.srv import ShadowEngine
+
+        t0 = time.monotonic()
+        try:
+            out = rospy.ServiceProxy("/model_manager/shadow_engine", ShadowEngine)(
+                self.shadow_task, self.shadow_path, max(self.duration_s - 2.0, 1.0), 0)
+            self.shadow_answer = {"success": out.success, "message": out.message,
+                                  "report": json.loads(out.report_json) if out.report_json else None}
+        except (rospy.ROSException, rospy.ServiceException) as exc:
+            self.shadow_answer = {"success": False, "message": f"shadow call failed: {exc}"}
+        self.shadow_answer["call_s"] = round(time.monotonic() - t0, 2)
+
 
 def main() -> None:
     rospy.init_node("bench_recorder")

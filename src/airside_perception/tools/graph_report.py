@@ -60,7 +60,8 @@ def write(rec, elapsed: float, cpu: Dict[str, float], rss: Dict[str, float]) -> 
     n_clouds = len(rec.clouds)
     lines = [f"graph benchmark: {elapsed:.0f} s at 10 Hz, {n_clouds} clouds published by the replay",
              "", "end-to-end latency, input stamp -> output received (ms):"]
-    result = {"duration_s": elapsed, "clouds": n_clouds, "outputs": {}, "cpu_percent": cpu, "rss_peak_mb": rss}
+    result = {"duration_s": elapsed, "clouds": n_clouds, "outputs": {}, "cpu_percent": cpu, "rss_peak_mb": rss,
+              "shadow": getattr(rec, "shadow_answer", None) or None}
     for topic, values in rec.latency.items():
         p = Percentiles.of(values)
         answered = len(rec.stamps[topic] & set(rec.clouds))
