@@ -127,6 +127,8 @@ SIMPLEX = {
     "host_timeout_ms": Key(float, "silence after which the inference host (or the baseline) counts as dead",
                            lo=50.0, hi=60_000.0),
     "max_future_ms": MAX_FUTURE_MS,
+    "max_input_age_ms": Key(float, "clouds older than this on arrival open no cycle (the host and the baseline "
+                                   "drop them as stale too); not a clock jump", lo=1.0, hi=60_000.0),
     "near_field_m": Key(float, "distance from the vehicle footprint within which every baseline obstacle counts",
                         lo=0.5, hi=200.0),
     "vehicle_footprint_m": Key(list, "[length, width] centred on base_link, or [[x, y], ...] corners, metres"),

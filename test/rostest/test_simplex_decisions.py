@@ -129,19 +129,24 @@ class SimplexDecisions(unittest.TestCase):
                          "the distrusted model drove between its low-trust cycles")
 
     def test_2_nan_and_a_second_report_of_the_same_cloud_are_faults(self):
-        self.d.settle_on_advanced(5)
-        bad_report = InferenceStatus(tasks=["detection"], versions=["t"], confidences=[0.1],
-                                     errors=["CUDA error: an illegal memory access"], latency_ms=40.0,
-                                     trust=[0.05], ood_scores=[0.0], ood_worst=[""])
-        stamps = [self.d.cycle(confidence=[0.99, float("nan"), 0.98]),
-                  self.d.cycle(extra_reports=[bad_report]),
-                  self.d.cycle(trust=[0.9, float("nan"), 0.9])]
-        for (status, _obstacles), what in zip(self.decisions(stamps), ("NaN confidence", "second report",
-                                                                       "NaN trust")):
+        for what, kwargs in (("NaN confidence", {"confidence": [0.99, float("nan"), 0.98]}),
+                             ("NaN trust", {"trust": [0.9, float("nan"), 0.9]})):
+            self.d.settle_on_advanced(5)
+            status, _ = self.decisions([self.d.cycle(**kwargs)])[0]
             self.assertIsNotNone(status, what)
             self.assertFalse(status.active == "advanced" and status.reason == "ok", f"{what}: {status.reason}")
-        first = self.d.result(stamps[0])[0]
-        self.assertIn("detection: nan_confidence", first.faults)
+            self.assertTrue(any(f.startswith("detection: nan_") for f in status.faults), status.faults)
+        # a second report of a cloud, from another process, right after a first one that covered every task
+        for field, bad in (("errors", "CUDA error: an illegal memory access"), ("confidences", 0.1),
+                           ("trust", 0.05)):
+            self.d.settle_on_advanced(5)
+            report = InferenceStatus(tasks=["detection"], versions=["t"], confidences=[0.99], errors=[""],
+                                     latency_ms=40.0, trust=[0.9], ood_scores=[0.0], ood_worst=[""])
+            setattr(report, field, [bad])
+            out = self.decisions([self.d.cycle(extra_reports=[report]), self.d.cycle()])
+            faulty = [s for s, _ in out if s is not None and not (s.active == "advanced" and s.reason == "ok")]
+            self.assertTrue(faulty, f"a second report with bad {field} was ignored: "
+                                    f"{[(s.active, s.reason) for s, _ in out if s is not None]}")
 
     def test_3_a_periodic_late_cycle_does_not_make_the_source_alternate(self):
         self.d.settle_on_advanced(5)

@@ -35,6 +35,8 @@ PRESSURE_FRAMES = 10  # the host's last frames looked at for deadline pressure .
 PRESSURE_LATE = 3  # ... and how many of them over the frame deadline stop the run
 NO_CLOUDS_S = 3.0  # no new frame for this long: the run stops
 MIN_PERSON_CELLS = 2  # a segmented person: at least this many connected person cells
+FIT_MARGIN, FIT_SLACK_MS = 1.5, 5.0  # a piece starts only when 1.5x its recent cost + 5 ms fit before the next frame
+MAX_LISTED = 100  # near-field disagreements kept with their position (all are counted)
 
 
 @dataclass
@@ -50,7 +52,9 @@ class ShadowReport:
     boxes_matched: int = 0
     boxes_candidate: int = 0
     boxes_serving: int = 0
-    near_person_disagreements: List[Dict[str, object]] = field(default_factory=list)
+    near_person_disagreements: List[Dict[str, object]] = field(default_factory=list)  # the first MAX_LISTED
+    near_person_count: int = 0  # every near-field person seen by one engine only
+    gaps_skipped: int = 0  # gaps too short for the next piece of work
     latency_ratio: float = float("nan")
     serving_live_p99_ms: float = float("nan")
     projected_p99_ms: float = float("nan")
@@ -191,12 +195,15 @@ def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_lat
         live = serving_live_p99_ms()
         return live if live else (float(np.percentile(serving_times, 99)) if serving_times else None)
 
-    def gently(fn, *args):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        elapsed = time.perf_counter() - t0
-        time.sleep(elapsed * YIELD_FRACTION)
-        return out, elapsed * 1e3
+    spent = {"candidate": collections.deque(maxlen=5), "serving": collections.deque(maxlen=5)}  # ms per piece
+
+    def fits(piece: str) -> bool:
+        """Whether the piece's recent cost fits before the next frame (with a margin): a piece that
+        would still run when the next cloud comes waits for a longer gap."""
+        left_s = host.time_to_next_frame()
+        if left_s is None or not spent[piece]:
+            return True
+        return left_s * 1e3 >= FIT_MARGIN * max(spent[piece]) + FIT_SLACK_MS
 
     while True:
         now = time.monotonic()
@@ -222,22 +229,37 @@ def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_lat
                               f"{frame_deadline_ms:.0f} ms")
             break
         if pending is not None:  # this gap: the serving engine on the same input, for the pair's timing
+            if not fits("serving"):
+                report.gaps_skipped += 1
+                continue
             bev, candidate_ms = pending
             pending = None
-            serving_ms = gently(serving.run, bev)[1]
+            t0 = time.perf_counter()
+            serving.run(bev)
+            serving_ms = (time.perf_counter() - t0) * 1e3
+            spent["serving"].append(serving_ms)
+            time.sleep(serving_ms / 1e3 * YIELD_FRACTION)
             serving_times.append(serving_ms)
             pairs.append(candidate_ms / max(serving_ms, 1e-6))
             continue
         served = latest.results.get(task)
         if served is None:
             continue
+        if not fits("candidate"):
+            report.gaps_skipped += 1
+            continue
         try:
-            result, candidate_ms = gently(candidate.run, latest.bev)
+            t0 = time.perf_counter()
+            result = candidate.run(latest.bev)
+            candidate_ms = (time.perf_counter() - t0) * 1e3
+            comparison.add(report.clouds, result, served, latest.bev)
         except Exception as exc:  # a failing candidate ends its shadow run, never the host
             report.stopped = f"the candidate failed: {type(exc).__name__}: {exc}"
             report.failures.append(report.stopped)
             break
-        comparison.add(report.clouds, result, served, latest.bev)
+        piece_s = time.perf_counter() - t0  # the run and the comparison
+        spent["candidate"].append(piece_s * 1e3)
+        time.sleep(piece_s * YIELD_FRACTION)
         report.clouds += 1
         pending = (latest.bev, candidate_ms)
         if progress is not None and report.clouds % 10 == 0:
@@ -256,7 +278,8 @@ def _fill(report: ShadowReport, comparison: Comparison, pairs: List[float], live
         report.min_agreement = round(float(np.min(comparison.agreements)), 4)
     report.per_class = comparison.per_class()
     report.boxes_matched, report.boxes_candidate, report.boxes_serving = comparison.boxes
-    report.near_person_disagreements = list(comparison.near)
+    report.near_person_disagreements = list(comparison.near[:MAX_LISTED])
+    report.near_person_count = len(comparison.near)
     report.timed_pairs = len(pairs)
     if pairs and live_p99:
         projection = Projection(float(np.median(pairs)), live_p99, budget_ms, factor)
@@ -275,8 +298,8 @@ def _gate_failures(report: ShadowReport) -> List[str]:
         return out
     if report.min_agreement < report.needed:
         out.append(f"agreement {report.min_agreement:.3f} on its worst cloud, the manifest asks {report.needed}")
-    if report.near_person_disagreements:
-        out.append(f"{len(report.near_person_disagreements)} near-field persons seen by one engine only")
+    if report.near_person_count:
+        out.append(f"{report.near_person_count} near-field persons seen by one engine only")
     if not np.isfinite(report.projected_p99_ms):
         out.append("latency not measured (no timed pair)")
     elif report.projected_p99_ms > report.limit_ms and report.latency_ratio > validation.SAME_SPEED:
@@ -299,7 +322,8 @@ def table(report: Dict[str, object]) -> str:
     rows += [("latency ratio (timed pairs)", f"{report.get('latency_ratio')} ({report.get('timed_pairs')})"),
              ("projected P99 / budget (ms)", f"{report.get('projected_p99_ms')} / {report.get('limit_ms')} "
                                              f"(serving live P99 {report.get('serving_live_p99_ms')})"),
-             ("near-field persons seen by one only", len(report.get("near_person_disagreements") or [])),
+             ("near-field persons seen by one only", report.get("near_person_count", 0)),
+             ("gaps skipped (too short)", report.get("gaps_skipped", 0)),
              ("stopped early", report.get("stopped") or "no"),
              ("verdict", "PASS" if report.get("passed") else "FAIL: " + "; ".join(report.get("failures") or []))]
     width = max(len(k) for k, _ in rows)
@@ -312,6 +336,6 @@ def table(report: Dict[str, object]) -> str:
         lines += ["", "near-field persons seen by one engine only:"]
         lines += [f"  cloud {d['cloud']:4d}  {d['seen_by']:14s}  x {d['x_m']:7.2f}  y {d['y_m']:7.2f}  "
                   f"range {d['range_m']:5.2f} m" for d in near[:50]]
-        if len(near) > 50:
-            lines.append(f"  ... {len(near) - 50} more")
+        if report.get("near_person_count", 0) > min(len(near), 50):
+            lines.append(f"  ... {report.get('near_person_count', 0) - min(len(near), 50)} more")
     return "\n".join(lines)

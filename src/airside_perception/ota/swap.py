@@ -223,7 +223,7 @@ class SwapController:
 
             def progress(r: shadow.ShadowReport) -> None:
                 self._set(task, state, f"shadowing {r.candidate}: {r.clouds} clouds, agreement {r.agreement}, "
-                          f"{len(r.near_person_disagreements)} near-person disagreements")
+                          f"{r.near_person_count} near-person disagreements")
             try:
                 report = shadow.run_shadow(self.host, task, candidate, self.budget.stage(task),
                                            self.params.max_latency_factor, ts.live_p99_ms,

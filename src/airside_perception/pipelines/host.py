@@ -6,12 +6,13 @@ run). Each task's engine sits in a slot that a swap replaces between two frames.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Deque, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -95,6 +96,7 @@ class PerceptionHost:
         self._frames_done = 0
         self._last_frame_end = float("-inf")  # time.monotonic()
         self._latest: Optional[LatestFrame] = None
+        self._starts: Deque[float] = collections.deque(maxlen=21)  # monotonic starts of the last frames
 
     def wait_between_frames(self, timeout_s: float = 0.25) -> None:
         """Blocks until no frame is being processed (at most ``timeout_s``): background work such
@@ -112,6 +114,15 @@ class PerceptionHost:
             seen = self._frames_done
             self._frame_end.wait_for(lambda: self._frames_done != seen, timeout_s)
 
+    def time_to_next_frame(self) -> Optional[float]:
+        """Seconds until the next frame is expected to start (the median period of the last ones
+        after the newest start), or None before enough frames."""
+        starts = list(self._starts)
+        if len(starts) < 5:
+            return None
+        period = float(np.median(np.diff(starts)))
+        return starts[-1] + period - time.monotonic()
+
     def latest_frame(self) -> Optional[LatestFrame]:
         """The newest finished frame (its input and results; None before the first)."""
         return self._latest
@@ -123,6 +134,7 @@ class PerceptionHost:
     def process(self, points: np.ndarray) -> FrameResult:
         """points (N, 4) float32 x, y, z, intensity, base_link (NaN rows allowed)."""
         self._idle.clear()
+        self._starts.append(time.monotonic())
         try:
             return self._process(points)
         finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import rospy
@@ -94,6 +94,7 @@ class CloudWorker:
         self.frames = TargetFrame(params.target_frame)
         self.slot = LatestSlot()
         self.problems = WindowedCounts(WINDOW_S)
+        self.warned: Dict[str, float] = {}  # refusal reason -> monotonic time of its last WARN
         self.counts = {"processed": 0, "transformed": 0}
         self.clock_jumps = 0
         self._last_arrival: Optional[rospy.Time] = None
@@ -122,8 +123,10 @@ class CloudWorker:
 
     def _refuse(self, header: Header, kind: str, detail: str, log: bool = True) -> None:
         self.problems.add(kind, detail)
-        if log:
-            rospy.logwarn_throttle(WARN_PERIOD_S, f"{self.node}: cloud refused ({kind}): {detail}")
+        now = time.monotonic()
+        if log and now - self.warned.get(kind, -1e9) >= WARN_PERIOD_S:  # per reason: one never hides another
+            self.warned[kind] = now
+            rospy.logwarn(f"{self.node}: cloud refused ({kind}): {detail}")
         try:
             self.pub_refused.publish(CloudRefused(header=Header(seq=header.seq, stamp=header.stamp,
                                                                 frame_id=header.frame_id),

@@ -34,11 +34,11 @@ def response_of(report: Optional[ShadowReport], why: str) -> ShadowEngineRespons
     verdict = "passed every shadow gate" if report.passed else "failed: " + "; ".join(report.failures)
     message = (f"{report.task} {report.candidate} shadowed {report.serving} over {report.clouds} clouds "
                f"({report.duration_s:.0f} s): agreement {report.agreement} (worst {report.min_agreement}), "
-               f"{len(report.near_person_disagreements)} near-field persons seen by one engine only, "
+               f"{report.near_person_count} near-field persons seen by one engine only, "
                f"latency {report.latency_ratio}x, projected P99 {report.projected_p99_ms} ms of "
                f"{report.limit_ms} ms: {verdict}")
     return ShadowEngineResponse(report.passed, message, _finite(report.agreement),
-                                len(report.near_person_disagreements), _finite(report.latency_ratio),
+                                report.near_person_count, _finite(report.latency_ratio),
                                 _finite(report.projected_p99_ms), json.dumps(report.as_dict(), default=float))
 
 

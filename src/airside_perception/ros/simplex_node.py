@@ -34,6 +34,7 @@ from airside_perception.stats import StageTimes, WindowedCounts
 
 NODE = "simplex"
 NO_INPUT_S = 1.0
+WARN_EVERY_S = 5.0  # per reason
 GRID = numpy_msg(OccupancyGrid)
 PARTS = (("perception/detections", Detection3DArray, "advanced"), ("perception/occupancy", GRID, "advanced_grid"),
          ("inference_host/status", InferenceStatus, "report"), ("baseline/obstacles", Detection3DArray, "baseline"),
@@ -69,6 +70,7 @@ class SimplexNode:
         self.keeper = RoleKeeper(self.name, cfg["role"], cfg["takeover_timeout_ms"] / 1e3, self.recent,
                                  lambda: self.last_worker_loop, self._on_output)
         self.last_decision = time.monotonic()
+        self.warned = {}  # reason -> monotonic time of its last WARN
         # Names are relative: they resolve in the node's namespace (the contract's names at the root).
         self.pub_obs = rospy.Publisher("perception/obstacles", Detection3DArray, queue_size=5)
         self.pub_grid = rospy.Publisher("perception/safety_grid", GRID, queue_size=5)
@@ -97,8 +99,14 @@ class SimplexNode:
         if -age_s * 1e3 > self.cfg["max_future_ms"]:
             self.recent.add("future", f"cloud stamped {-age_s * 1e3:.0f} ms ahead of this node's clock (max_future_ms "
                                       f"{self.cfg['max_future_ms']:.0f}): no cycle opened; synchronise the clocks")
-            rospy.logwarn_throttle(5.0, f"{NODE}: cloud stamped {-age_s * 1e3:.0f} ms ahead of this node's clock: "
-                                        "ignored (the host and the baseline refuse it too)")
+            self._warn("future", f"{NODE}: cloud stamped {-age_s * 1e3:.0f} ms ahead of this node's clock: ignored "
+                                 "(the host and the baseline refuse it too)")
+            return
+        if age_s * 1e3 > self.cfg["max_input_age_ms"]:  # one old cloud on a steady clock: stale, not a jump
+            self.recent.add("stale", f"cloud {age_s * 1e3:.0f} ms old on arrival (max_input_age_ms "
+                                     f"{self.cfg['max_input_age_ms']:.0f}): no cycle opened")
+            self._warn("stale", f"{NODE}: cloud {age_s * 1e3:.0f} ms old on arrival: ignored (the host and the "
+                                "baseline drop it as stale too)")
             return
         with self.cond:
             jumped = self.book.on_cloud(stamp.to_nsec(), self.cfg["target_frame"], age_s, time.monotonic())
@@ -106,6 +114,13 @@ class SimplexNode:
                 self.times.clear()
                 rospy.logwarn(f"{NODE}: time jumped back ({jumped}): cycles restarted, deciding on")
             self.cond.notify()
+
+    def _warn(self, reason: str, text: str) -> None:
+        """One WARN per reason at most every WARN_EVERY_S: one reason never silences another."""
+        now = time.monotonic()
+        if now - self.warned.get(reason, -1e9) >= WARN_EVERY_S:
+            self.warned[reason] = now
+            rospy.logwarn(text)
 
     def _on_refused(self, msg: CloudRefused, path: str) -> None:
         with self.cond:

@@ -25,6 +25,9 @@ from airside_perception.stats import ERROR, WARN, budget_level
 #: Grid of a no_evidence answer before any path has published one: the advanced grid's geometry.
 DEFAULT_GRID = (200, 0.4, -40.0)  # cells per side, metres per cell, origin (both axes)
 WINDOW_S = 10.0  # decisions counted for the diagnostic's level
+#: Obstacles source of a degraded answer (status reason baseline_missing): the advanced result of a
+#: path the simplex distrusts, published because the baseline has none for the cloud. A fault.
+DEGRADED = "advanced_degraded"
 
 
 class Outputs:
@@ -39,7 +42,10 @@ class Outputs:
     def obstacles(self, d: Decision, header: Header) -> Detection3DArray:
         """This cloud's obstacles from the chosen source; never another cloud's."""
         cycle, source = d.cycle, d.output.source
-        if source == ADVANCED:
+        if source == ADVANCED and d.output.is_degraded:  # a distrusted result, no baseline to check it: say so
+            out = Detection3DArray(header=header, source=DEGRADED, model_version=cycle.advanced.model_version,
+                                   detections=list(cycle.advanced.detections))
+        elif source == ADVANCED:
             out = Detection3DArray(header=header, source="advanced", model_version=cycle.advanced.model_version,
                                    detections=list(cycle.advanced.detections))
             if cycle.baseline is not None:

@@ -159,4 +159,7 @@ class WatchdogTask(StatusTask):
         if source == "none":
             return ERROR, ("the newest perception/obstacles has source none (no path has evidence for its cloud): "
                            "a planner must stop"), values
+        if source == "advanced_degraded":
+            return ERROR, ("the newest perception/obstacles is advanced_degraded (a distrusted neural result, no "
+                           "baseline result to check it): a planner must slow down and stop"), values
         return OK, f"newest perception/obstacles {age_ms:.0f} ms old ({source})", values

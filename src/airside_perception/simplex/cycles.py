@@ -89,6 +89,7 @@ class CycleBook:
         self.last_decided_ns = self.newest_baseline_ns = self.newest_stamp_ns = 0
         self.last_report = self.last_baseline = -1e6  # monotonic seconds of the last news from each path
         self.clock_jumps = 0
+        self.late_reports: List[Any] = []  # reports of clouds already decided: they count in the next decision
 
     def open(self, stamp_ns: int, frame_id: str, age_s: float, now: float, from_cloud: bool = True) -> Optional[Cycle]:
         """The cycle of ``stamp_ns``, opened if new. A result whose cloud was not seen opens one only
@@ -121,6 +122,7 @@ class CycleBook:
     def restart(self) -> None:
         self.clock_jumps += 1
         self.cycles.clear()
+        self.late_reports = []
         self.last_decided_ns = self.newest_baseline_ns = self.newest_stamp_ns = 0
 
     def on_refused(self, path: str, stamp_ns: int, why: str, now: float) -> None:
@@ -136,6 +138,9 @@ class CycleBook:
         """``part``: one of PARTS, or ``report`` for the host's status of the cloud."""
         if part == "report":
             self.last_report = now
+            if stamp_ns <= self.last_decided_ns and stamp_ns in self.cycles:
+                self.late_reports.append(msg)  # its cloud went out already: it counts in the next decision
+                return
         elif part.startswith("baseline"):
             self.last_baseline = now
         cycle = self.open(stamp_ns, frame_id, age_s, now, from_cloud=False)
@@ -173,7 +178,12 @@ class CycleBook:
         return cycle, 0.0
 
     def decide(self, state: SimplexState, cycle: Cycle, now: float) -> Tuple[SimplexState, Decision]:
-        """The controller's step for ``cycle`` and the answer that goes out for its cloud."""
+        """The controller's step for ``cycle`` and the answer that goes out for its cloud. Reports
+        that came in after their own cloud was decided count here: a process that reports an error,
+        low confidence or low trust late still takes the advanced path off."""
+        if self.late_reports:
+            cycle.reports.extend(self.late_reports)
+            self.late_reports = []
         evidence, shift = evidence_of(cycle, now, self.last_report, self.params.min_trust)
         state, reason = decide(state, evidence, self.params)
         if reason == "engine_error" and "non-finite" in (evidence.engine_error or ""):

@@ -93,7 +93,7 @@ def test_an_identical_copy_agrees_fully_and_the_host_keeps_serving(root, tmp_pat
     finally:
         serving.stop()
     assert why == "" and report is not None
-    assert report.clouds == 8 and report.agreement == 1.0 and report.near_person_disagreements == []
+    assert report.clouds == 8 and report.agreement == 1.0 and report.near_person_count == 0
     assert report.timed_pairs >= 6 and 0.5 < report.latency_ratio < 2.0, report
     assert report.passed, report.failures
     assert host.engine("detection").version == "1.0.0", "a shadow run never swaps"

@@ -129,3 +129,65 @@ def test_boxes_of_reads_detections_and_none():
     assert boxes_of(None).shape == (0, 7)
     b = boxes_of(_det((1, 2), (3, 4)))
     assert b.shape == (2, 7) and np.allclose(b[:, :2], [[1, 2], [3, 4]])
+
+
+def test_a_late_report_of_a_decided_cloud_counts_in_the_next_decision():
+    book = _book()
+    book.last_report = book.last_baseline = 10.0
+    book.on_cloud(S, "base_link", 0.0, 10.0)
+    _all_parts(book, S, 10.02)
+    cycle, _ = book.next_due(10.02)
+    state, d = book.decide(SimplexState(active="advanced"), cycle, 10.02)
+    assert d.output.reason == "ok"
+    late = _report(tasks=("detection",))
+    late.errors = ["CUDA error: an illegal memory access"]
+    book.on_part("report", late, S, "base_link", 0.03, 10.03)  # a second process, after the decision
+    book.on_cloud(S + 100 * MS, "base_link", 0.0, 10.1)
+    _all_parts(book, S + 100 * MS, 10.12)
+    cycle, _ = book.next_due(10.12)
+    _, d = book.decide(state, cycle, 10.12)
+    assert d.output.source == BASELINE and d.output.reason == "engine_error", d.output
+
+
+def test_property_no_answer_carries_a_result_of_another_cloud():
+    """Whatever the order and timing of clouds, results, reports and refusals over a few stamps,
+    every decided cycle holds only results stamped with its own cloud's stamp."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    parts = ("cloud", "advanced", "advanced_grid", "report", "baseline", "baseline_grid", "refused", "tick")
+    events = st.lists(st.tuples(st.sampled_from(parts), st.integers(0, 5), st.integers(1, 60)), max_size=60)
+
+    @settings(max_examples=300, deadline=None)
+    @given(events)
+    def check(seq):
+        book, now, state = _book(), 10.0, SimplexState(active="advanced")
+        book.last_report = book.last_baseline = now
+        for part, k, dt_ms in seq:
+            now += dt_ms / 1e3
+            stamp = S + k * 100 * MS
+            age = max(0.0, now - 10.0 - k * 0.1)
+            if part == "cloud":
+                book.on_cloud(stamp, "base_link", age, now)
+            elif part == "refused":
+                book.on_refused(BASELINE if k % 2 else ADVANCED, stamp, "stale", now)
+            elif part != "tick":
+                msg = _report() if part == "report" else (_det((k, 0)) if not part.endswith("grid") else NS())
+                msg.stamp_ns = stamp
+                book.on_part(part, msg, stamp, "base_link", age, now)
+            cycle, _ = book.next_due(now)
+            while cycle is not None:
+                for name in ("advanced", "advanced_grid", "baseline", "baseline_grid"):
+                    msg = getattr(cycle, name)
+                    assert msg is None or msg.stamp_ns == cycle.stamp_ns, (name, msg.stamp_ns, cycle.stamp_ns)
+                own = [r for r in cycle.reports if r.stamp_ns == cycle.stamp_ns]
+                state, d = book.decide(state, cycle, now)
+                others = [r for r in cycle.reports if r.stamp_ns != cycle.stamp_ns]
+                assert all(r.stamp_ns < cycle.stamp_ns for r in others), "only late reports of decided clouds"
+                assert len(own) + len(others) == len(cycle.reports)
+                if d.output.source == ADVANCED:
+                    assert cycle.advanced is not None and cycle.advanced.stamp_ns == cycle.stamp_ns
+                if d.output.source == BASELINE:
+                    assert cycle.baseline is not None and cycle.baseline.stamp_ns == cycle.stamp_ns
+                cycle, _ = book.next_due(now)
+    check()
