@@ -1,7 +1,8 @@
 """What OTA costs the running graph, on real-size clouds at 10 Hz (``make bench-ota``):
 
-- a shadow run of segmentation 1.0.0 beside the serving 2.2.0 over the whole measurement, against
-  the same graph without it, alternating (neural and simplex P99, every cloud answered);
+- a shadow run of segmentation 2.0.0 (the candidate of the swap-under-load scenario) beside the
+  serving 2.2.0 over the whole measurement, against the same graph without it, alternating
+  (neural and simplex P99, every cloud answered, what the shadow compared);
 - the rollback by version to segmentation 1.0.0 with 2.2.0 serving, under load: accepted or
   refused with the validation's numbers, and the P99 around the swap.
 
@@ -28,17 +29,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/results/ota/shadow_cost.json")
     ap.add_argument("--work-dir", default="bench_results/ota")
     ap.add_argument("--duration-s", type=float, default=40.0)
-    ap.add_argument("--rounds", type=int, default=2, help="runs with and without the shadow run, alternating")
+    ap.add_argument("--rounds", type=int, default=3, help="runs with and without the shadow run, alternating")
     args = ap.parse_args(argv)
     work = os.path.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
     feeds = make_feeds(os.path.join(os.path.dirname(work), "scenarios"), 30)
     older = package_path("engines", "segmentation", "1.0.0")
+    candidate = package_path("engines", "segmentation", "2.0.0")
     base = {"bag": feeds["clouds"], "swap_path": "none"}
     p99 = {w: {"neural": [], "simplex": []} for w in ("without", "with")}
     answered, reports = {"without": [], "with": []}, []
     for k in range(args.rounds):
-        for which, extra in (("without", {}), ("with", {"shadow_task": "segmentation", "shadow_path": older})):
+        for which, extra in (("without", {}), ("with", {"shadow_task": "segmentation", "shadow_path": candidate})):
             raw = run_scenario(f"shadow_{which}_{k}", {**base, **extra}, work, args.duration_s)
             p99[which]["neural"].append(round(_worst(raw["outputs"], NEURAL)["p99_ms"], 2))
             p99[which]["simplex"].append(round(_worst(raw["outputs"], SIMPLEX)["p99_ms"], 2))
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     result = {"machine": machine(), "command": "make bench-ota (python -m airside_perception.ros.ota_bench "
               f"--duration-s {args.duration_s:g} --rounds {args.rounds})",
               "clouds": "KITTI HDL-64E scans at 10 Hz" if "kitti" in feeds["clouds"] else feeds["clouds"],
-              "shadow": {"candidate": "segmentation 1.0.0", "serving": "segmentation 2.2.0", "rounds": args.rounds,
+              "shadow": {"candidate": "segmentation 2.0.0", "serving": "segmentation 2.2.0", "rounds": args.rounds,
                          "duration_s": args.duration_s, "p99_ms": p99, "ratio": ratio,
                          "answered_and_clouds": answered, "target": TARGET,
                          "met": ratio["neural"] <= TARGET, "reports": reports},
