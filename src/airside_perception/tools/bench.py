@@ -123,8 +123,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     memory.keep_frame_buffers()  # as the nodes run
     parser = cli.Parser(prog=PROG, description="Core latency benchmarks (P50 / P99 / max).")
     parser.add_argument("--engines-dir", default=os.path.abspath(DEFAULT_ENGINES))
-    parser.add_argument("--version", help="this version of every task (default: the versions in "
-                        "config/inference_host.yaml, as the inference host starts)")
+    parser.add_argument("--version", action="append", default=None, metavar="[TASK=]V",
+                        help="V: this version of every task; TASK=V: of one task (repeatable); default: the "
+                             "versions in config/inference_host.yaml, as the inference host starts")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
     parser.add_argument("--runs", type=cli.positive_int, default=100)
     parser.add_argument("--clouds", type=cli.positive_int, default=10)
@@ -133,10 +134,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=cli.writable_file, default="bench_results/core.txt")
     args = parser.parse_args(argv)
     try:
-        versions = {t: args.version for t in TASKS} if args.version else configured_versions()
+        versions = cli.task_versions(args.version, TASKS, configured_versions())
         results = run(args.engines_dir, versions, args.backend, args.runs, args.clouds, args.threads)
-    except AirsideError as exc:
+    except (AirsideError, ValueError) as exc:
         cli.fail(PROG, str(exc))
+    results["model_sha256"] = {t: store.load_version(args.engines_dir, t, v).sha256 for t, v in versions.items()}
+    results["machine"], results["command"] = cli.machine(), cli.command_line(argv, PROG)
     text = report(results)
     print(text, end="")
     with open(args.out, "w") as fh:

@@ -11,6 +11,8 @@
     rosrun airside_perception engine_tool sign     --task T --version V --key DIR/NAME.key
     rosrun airside_perception engine_tool audit    [--log FILE]
     rosrun airside_perception engine_tool shadow-report [--log FILE] [--task T]
+    rosrun airside_perception engine_tool list     [--task T]
+    rosrun airside_perception engine_tool compare  --task T A B [--scans N | --data semantickitti:DIR ...]
 
 (also ``python -m airside_perception.tools.engine_tool VERB``). Exit codes: 0 done or gates
 passed, 1 gates failed, 2 bad request, 3 the step needs what this machine lacks (TensorRT).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from typing import List, Optional
 
 from airside_perception import cli
@@ -55,6 +58,7 @@ def _parser() -> cli.Parser:
     p.add_argument("--checkpoint", required=True, help="state dict (.pt) of the task's network")
     p.add_argument("--seg-mlp", type=int, nargs="*", default=None,
                    help="segmentation MLP widths (default: the architecture's)")
+    p.add_argument("--overwrite", action="store_true", help="replace the version if it exists (refused otherwise)")
     p.add_argument("--arch", choices=["student", "teacher"], default="student",
                    help="architecture of a state-dict checkpoint (whole pickled modules carry their own)")
 
@@ -76,6 +80,7 @@ def _parser() -> cli.Parser:
                    help="int8: for the Orin (and the CPU fallback); fp8: E4M3 for Hopper / Ada GPUs (TensorRT "
                         "FP8 build; ONNX Runtime runs it on the CPU only to measure accuracy)")
     p.add_argument("--scans", type=cli.positive_int, default=24, help="calibration scans")
+    p.add_argument("--overwrite", action="store_true", help="replace --out-version if it exists (refused otherwise)")
     p.add_argument("--only", nargs="*", default=None,
                    help="restrict calibration to scans with these conditions (a deliberately narrow set)")
     p.add_argument("--keep-float", nargs="*", default=["heads"],
@@ -98,6 +103,7 @@ def _parser() -> cli.Parser:
                    help="fold a gathered grid only up to this many cells (default: the 128 x 128 context map, "
                         "not the 256 x 256 input grid, whose folding measured slower)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest output difference allowed")
+    p.add_argument("--overwrite", action="store_true", help="replace --out-version if it exists (refused otherwise)")
 
     p = sub.add_parser("compress", help="a compression recipe end to end: prune -> distill -> 2:4 -> QAT -> export")
     common(p, version=False)
@@ -175,6 +181,29 @@ def _parser() -> cli.Parser:
     p.add_argument("--log", default=None, help="audit.jsonl (default: beside the default state file)")
     p.add_argument("--task", choices=TASKS, default=None, help="the last shadow run of this task")
 
+    p = sub.add_parser("list", help="one line per version: accuracy, latency here, gates, precision, size, trust, "
+                                    "serving")
+    p.add_argument("--task", choices=TASKS, default=None)
+    p.add_argument("--engines-dir", default=DEFAULT_ENGINES)
+    p.add_argument("--bench-dir", default="bench_results", help="where engine_tool bench wrote its results")
+    p.add_argument("--trusted-keys-dir", default="", help="the vehicle's trusted_keys_dir (signed versions)")
+    p.add_argument("--state-file", default=None, help="the graph's state file (default: the nodes' default)")
+    p.add_argument("--json", type=cli.writable_file, default=None, help="also write the rows as JSON")
+
+    p = sub.add_parser("compare", help="two versions side by side in one run: accuracy per class, near persons, "
+                                       "latency, agreement; a table, compare.json and compare.png")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("a", help="the base version")
+    p.add_argument("b", help="the version compared with it")
+    p.add_argument("--engines-dir", default=DEFAULT_ENGINES)
+    p.add_argument("--scans", type=cli.positive_int, default=20, help="synthetic test scans (without --data)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
+    p.add_argument("--data", help="semantickitti:DIR: the team's own labelled scans (segmentation)")
+    p.add_argument("--class-map", help="with --data: config/class_maps/semantickitti.yaml or your own")
+    p.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="with --data: \"x y z roll pitch yaw\"")
+    p.add_argument("--intensity-max", type=float, default=255.0, help="with --data: the scans' intensity range")
+    p.add_argument("--out-dir", default=None, help="default bench_results/compare-<task>-<A>-<B>")
+
     p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
     p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
     return parser
@@ -191,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
                 "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "fold": _fold, "sign": _sign,
                 "audit": _audit, "shadow-report": _shadow_report, "revoke": _revoke, "trust": _trust,
-                "bundle": _bundle}[args.verb](args)
+                "bundle": _bundle, "list": _list, "compare": _compare}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
 
@@ -203,25 +232,24 @@ def _export(args) -> int:
         from airside_perception.training import checkpoint, export
     except ImportError as exc:
         cli.fail(PROG, f"export needs PyTorch ({exc}): pip install -r requirements-train.txt")
-    from airside_perception.ota.package import onnx_signature, package_version
+    from airside_perception.ota.package import onnx_signature, package_version, refuse_existing
 
+    refuse_existing(args.engines_dir, args.task, args.version, args.overwrite)  # before any work
     try:
         net = checkpoint.load_network(args.task, args.checkpoint, args.arch, args.seg_mlp)
     except (OSError, RuntimeError, KeyError, torch.serialization.pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0]
         cli.fail(PROG, f"{args.checkpoint} is not a {args.task} checkpoint of this network ({first}): "
                        "pick the task's .pt (and the --arch / --seg-mlp it was trained with)")
-    os.makedirs(args.engines_dir, exist_ok=True)
-    raw = os.path.join(args.engines_dir, f".{args.task}-{args.version}.raw.onnx")
-    export.export_onnx(net, args.task, raw)
     import onnx
 
-    onnx.checker.check_model(onnx.load(raw))
-    simplified = raw.replace(".raw.onnx", ".onnx")
-    _simplify(raw, simplified)
-    manifest = package_version(simplified, args.task, args.version, args.engines_dir)
-    for path in (raw, simplified):
-        os.remove(path)
+    with tempfile.TemporaryDirectory(prefix="engine_tool-") as tmp:  # intermediates never land in engines/
+        raw = os.path.join(tmp, "raw.onnx")
+        export.export_onnx(net, args.task, raw)
+        onnx.checker.check_model(onnx.load(raw))
+        simplified = os.path.join(tmp, "model.onnx")
+        _simplify(raw, simplified)
+        manifest = package_version(simplified, args.task, args.version, args.engines_dir, overwrite=args.overwrite)
     inputs, outputs = onnx_signature(manifest.model_path)
     print(f"{manifest.directory}: opset {export.OPSET}, sha256 {manifest.sha256[:12]}")
     for t in inputs:
@@ -243,6 +271,9 @@ def _simplify(src: str, dst: str) -> None:
     ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
 
 
+ORIN = ("8.5.2", "8.7")  # TensorRT and compute capability of JetPack 5 on the Orin, the default build target
+
+
 def _build(args) -> int:
     from airside_perception.backends import trt_plan
     from airside_perception.tools import trt_build
@@ -258,8 +289,10 @@ def _build(args) -> int:
     except ImportError:
         have_trt = False
         if not (trt_version and capability):
-            cli.fail(PROG, "TensorRT is not installed here: give --tensorrt-version and --compute-capability "
-                           "(e.g. 8.5.2 and 8.7 for JetPack 5 on Orin) to plan the build for the vehicle")
+            trt_version, capability = trt_version or ORIN[0], capability or ORIN[1]
+            print(f"TensorRT is not installed here: planning for the vehicle, TensorRT {trt_version} on compute "
+                  f"capability {capability} (JetPack 5 on the Orin; --tensorrt-version / --compute-capability for "
+                  "another target); the engine itself is built on the vehicle", file=sys.stderr)
     plan = trt_plan.make_plan(manifest, args.precision, trt_version, capability, args.dla_core, tuple(args.points),
                               args.workspace_mb)
     line = " ".join(trt_plan.trtexec_command(plan))
@@ -278,17 +311,19 @@ def _build(args) -> int:
 
 
 def _quantize(args) -> int:
-    from airside_perception.ota.package import package_version
+    from airside_perception.ota.package import package_version, refuse_existing
     from airside_perception.tools.quantize import quantize_fp8, quantize_int8, select_calibration
 
     manifest = store.load_version(args.engines_dir, args.task, args.version)
+    refuse_existing(args.engines_dir, args.task, args.out_version, args.overwrite)  # before any work
     calibration = select_calibration(args.scans, only=args.only)
     print(f"calibration: {len(calibration.seeds)} scans; coverage: {calibration.report()}")
     if calibration.missing and not args.allow_partial_coverage:
         cli.fail(PROG, f"the calibration set lacks {calibration.missing}: draw more scans (--scans) or pass "
                        "--allow-partial-coverage to quantize anyway")
     inputs, outputs = IO_NAMES[args.task]
-    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.{args.precision}.onnx")
+    tmp = tempfile.TemporaryDirectory(prefix="engine_tool-")  # intermediates never land in engines/
+    out = os.path.join(tmp.name, f"{args.precision}.onnx")
     record = {"seeds": calibration.seeds, "coverage": calibration.coverage, "source_version": args.version,
               "only": args.only, "precision": args.precision}
     if args.precision == "fp8":
@@ -303,8 +338,9 @@ def _quantize(args) -> int:
                              activations=args.activations)
         record.update(kept_float=kept, activations=args.activations, intensity_scale=args.calibration_intensity_scale,
                       z_offset_m=args.calibration_z_offset_m)
-    new = package_version(out, args.task, args.out_version, args.engines_dir, precision=args.precision)
-    os.remove(out)
+    new = package_version(out, args.task, args.out_version, args.engines_dir, precision=args.precision,
+                          overwrite=args.overwrite)
+    tmp.cleanup()
     with open(os.path.join(new.directory, "calibration.json"), "w") as fh:
         json.dump(record, fh, indent=2)
     print(f"{new.directory}: {args.precision.upper()} Q/DQ, {len(kept)} nodes kept in float ({', '.join(kept)})")
@@ -317,15 +353,17 @@ def _fold(args) -> int:
 
     from airside_perception.ops.bev import encode
     from airside_perception.ota import golden
-    from airside_perception.ota.package import package_version
+    from airside_perception.ota.package import package_version, refuse_existing
     from airside_perception.pipelines.tasks import bev_spec_of
     from airside_perception.tools.graph_fold import fold_point_head, max_difference
 
     if args.task != "segmentation":
         cli.fail(PROG, f"fold rewrites a per-point head: only segmentation has one, not {args.task}")
     manifest = store.load_version(args.engines_dir, args.task, args.version)
+    refuse_existing(args.engines_dir, args.task, args.out_version, args.overwrite)  # before any work
     model, reports = fold_point_head(onnx.load(manifest.model_path), args.max_grid_cells)
-    out = os.path.join(args.engines_dir, f".{args.task}-{args.out_version}.folded.onnx")
+    tmp = tempfile.TemporaryDirectory(prefix="engine_tool-")  # intermediates never land in engines/
+    out = os.path.join(tmp.name, "folded.onnx")
     onnx.save(model, out)
     spec = bev_spec_of(manifest)
     try:
@@ -335,9 +373,10 @@ def _fold(args) -> int:
         if worst > args.tolerance:
             raise AirsideError(f"the folded graph differs from {args.version} by {worst:.3g} on the golden clouds "
                                f"(tolerance {args.tolerance}): not written")
-        new = package_version(out, args.task, args.out_version, args.engines_dir, precision=manifest.precision)
+        new = package_version(out, args.task, args.out_version, args.engines_dir, precision=manifest.precision,
+                              overwrite=args.overwrite)
     finally:
-        os.remove(out)
+        tmp.cleanup()
     with open(os.path.join(new.directory, "fold.json"), "w") as fh:
         json.dump({"source_version": args.version, "max_grid_cells": args.max_grid_cells,
                    "max_output_difference": worst, "folded": [r.describe() for r in reports]}, fh, indent=2)
@@ -472,6 +511,19 @@ def _audit(args) -> int:
     return 0
 
 
+def _list(args) -> int:
+    from airside_perception.tools import versions
+
+    args.state_file = args.state_file or versions.default_state_file()
+    return versions.main_list(args)
+
+
+def _compare(args) -> int:
+    from airside_perception.tools import versions
+
+    return versions.main_compare(args)
+
+
 def _shadow_report(args) -> int:
     from airside_perception.engines import audit
     from airside_perception.ota import shadow
@@ -559,6 +611,12 @@ def _compress(args) -> int:
               f"(base {row['baseline_cpu_same_run']['p99_ms']:.1f})  accuracy {row['accuracy']['metric']:6.2f}  "
               f"gates {'pass' if row['gates_passed'] else 'FAIL ' + ','.join(row['failed_gates'])}")
     print(f"report: {result['report']}")
+    final = next((r for r in result["rows"] if r["version"] == args.out_version), None)
+    if final is None or not final["gates_passed"]:
+        failed = ", ".join(r["version"] for r in result["rows"] if not r["gates_passed"])
+        print(f"{PROG}: {args.out_version} does not pass its gates (failed: {failed}): it may not drive",
+              file=sys.stderr)
+        return GATES_FAILED
     return 0
 
 

@@ -25,6 +25,7 @@ from airside_perception.evaluation.metrics import DetectionMeter, OccupancyMeter
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
+from airside_perception.tools.bench import configured_versions
 
 PROG = "airside_perception.tools.evaluate"
 DEFAULT_ENGINES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "engines")
@@ -180,10 +181,53 @@ def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sens
         meter.add(scan.labels[scored], frame.results["segmentation"].labels[scored])
         score = frame.trust.get("segmentation")
         flagged += bool(score and score.is_out_of_distribution)
+    has_monitor = host.engine("segmentation").monitor is not None
     summary = {**meter.summary(only_present=True), "data": root, "class_map": class_map.name, "scans": len(files),
                "sensor_pose": sensor_pose, "intensity_max": intensity_max,
-               "frames_out_of_distribution": flagged}
+               # a version without a monitor says nothing about distribution shift: unknown, not 0
+               "frames_out_of_distribution": flagged if has_monitor else None}
     return {"segmentation": summary}
+
+
+def data_warnings(root: str, sensor_pose: str, intensity_max: float, sample: int = 5) -> List[str]:
+    """Settings that contradict the scans, each with the value to set: intensities above the
+    declared scale or all under a tenth of it; a pose that leaves the ground far from z = 0."""
+    from airside_perception.evaluation import semantickitti
+    from airside_perception.frames import parse_sensor_pose, transform_points
+
+    files = semantickitti.scan_files(root, need_labels=False)[:sample]
+    top, ground = 0.0, []
+    pose = parse_sensor_pose(sensor_pose)
+    for scan, _ in files:
+        points = np.fromfile(scan, dtype="<f4").reshape(-1, 4).astype(np.float32)
+        top = max(top, float(np.nanmax(points[:, 3])) if len(points) else 0.0)
+        transform_points(points, pose)
+        near = points[np.hypot(points[:, 0], points[:, 1]) < 20.0]
+        if len(near) > 100:
+            ground.append(float(np.percentile(near[:, 2], 25)))  # most near returns are ground
+    out = []
+    if top > 1.5 * intensity_max:
+        out.append(f"intensities reach {top:g}, above --intensity-max {intensity_max:g}: pass --intensity-max "
+                   f"{255.0 if top > 1.5 else 1.0:g}")
+    elif files and top < intensity_max / 10:
+        out.append(f"every intensity is under a tenth of --intensity-max {intensity_max:g} (largest {top:g}): pass "
+                   f"--intensity-max {1.0 if top <= 1.0 else 255.0:g}")
+    if ground and abs(float(np.median(ground))) > 0.5:
+        z = float(np.median(ground))
+        out.append(f"with --sensor-pose '{sensor_pose}' the ground lies at z = {z:+.2f} m, not 0: pass the sensor's "
+                   f"mount, e.g. --sensor-pose '0 0 {-z:.2f} 0 0 0'")
+    return out
+
+
+def measured(host: PerceptionHost, backend: str, argv: Optional[List[str]]) -> Dict[str, Dict[str, object]]:
+    """What each task's figures were measured on: version, model checksum, backend, machine, command."""
+    out = {}
+    for task in host.tasks:
+        engine = host.engine(task)
+        out[task] = {"version": engine.version, "model_sha256": engine.manifest.sha256,
+                     "precision": engine.manifest.precision, "backend": engine.backend.name,
+                     "machine": cli.machine(), "command": cli.command_line(argv, PROG)}
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -192,10 +236,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--scans", type=cli.positive_int, default=200)
     parser.add_argument("--engines-dir", default=os.path.abspath(DEFAULT_ENGINES))
-    parser.add_argument("--version", default="1.0.0", help="version directory of each task")
+    parser.add_argument("--version", action="append", default=None, metavar="[TASK=]V",
+                        help="V: this version of every task; TASK=V: of one task (repeatable); default: the "
+                             "versions in config/inference_host.yaml, as the inference host starts")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime")
     parser.add_argument("--write-manifest", action="store_true", help="record the metrics in the manifests")
-    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--json", type=cli.writable_file, help="also write the metrics to this JSON file (its "
+                                                               "folder is created)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also by range band (0-20, 20-40, 40+ m) and condition (day/night, wet/dry, busy/empty)")
     parser.add_argument("--data", help="semantickitti:DIR: the vehicle's own labelled scans instead of the split")
@@ -205,15 +252,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--intensity-max", type=float, default=255.0,
                         help="with --data: the largest intensity in the scans (1.0 for 0..1)")
     args = parser.parse_args(argv)
-    if args.data:
-        return _main_own_data(args)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     try:
-        manifests = [store.load_version(args.engines_dir, t, args.version) for t in tasks]
+        args.versions = cli.task_versions(args.version, tasks, configured_versions())
+    except (ValueError, AirsideError) as exc:
+        cli.fail(PROG, str(exc))
+    if args.data:
+        return _main_own_data(args, argv)
+    try:
+        manifests = [store.load_version(args.engines_dir, t, args.versions[t]) for t in tasks]
         host = PerceptionHost([store.open_engine(m, args.backend, intra_op_threads=2) for m in manifests])
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
     metrics = evaluate(host, args.split, args.scans, breakdown=args.breakdown)
+    for task, what in measured(host, args.backend, argv).items():
+        metrics[task] = {**what, "data": f"synthetic {args.split} split", "scans": args.scans, **metrics[task]}
     host.close()
     print(json.dumps(metrics, indent=2, default=float))
     if args.json:
@@ -221,14 +274,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump(metrics, fh, indent=2, default=float)
     if args.write_manifest:
         for manifest in manifests:
-            recorded = {k: v for k, v in metrics[manifest.task].items() if k not in ("by_range", "by_condition")}
+            recorded = {k: v for k, v in metrics[manifest.task].items() if k not in ("by_range", "by_condition")
+                        and k not in RUN_KEYS}
             updated = manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(recorded)})
             write_manifest(updated, manifest.directory)
             print(f"metrics written to {manifest.directory}/manifest.yaml")
     return 0
 
 
-def _main_own_data(args) -> int:
+RUN_KEYS = ("version", "model_sha256", "precision", "backend", "machine", "command", "data")
+
+
+def _main_own_data(args, argv=None) -> int:
     from airside_perception.evaluation import semantickitti
     from airside_perception.frames import parse_sensor_pose
 
@@ -245,11 +302,16 @@ def _main_own_data(args) -> int:
         if not args.intensity_max > 0:
             raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
         semantickitti.scan_files(root)
-        manifest = store.load_version(args.engines_dir, "segmentation", args.version)
+        warnings = data_warnings(root, args.sensor_pose, args.intensity_max)
+        for line in warnings:
+            print(f"{PROG}: warning: {line}", file=sys.stderr)
+        manifest = store.load_version(args.engines_dir, "segmentation", args.versions["segmentation"])
         host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
         metrics = evaluate_own_data(host, root, args.class_map, args.sensor_pose, args.intensity_max)
     except AirsideError as exc:
         cli.fail(PROG, str(exc))
+    metrics["segmentation"] = {**measured(host, args.backend, argv)["segmentation"], **metrics["segmentation"],
+                               "warnings": warnings}
     host.close()
     print(json.dumps(metrics, indent=2, default=float))
     if args.json:

@@ -26,6 +26,7 @@ checks take is off the training clock, so time-to-accuracy figures compare acros
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import time
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from airside_perception import classes, cli
 from airside_perception.evaluation.metrics import SegmentationMeter
@@ -203,6 +205,18 @@ class SegmentationCheck:
         return meter.summary()
 
 
+#: Files of a run in --out-dir: their presence means an earlier run is there.
+EARLIER_RUN = ("train_state.pt", "curve.csv", "check.csv", "segmentation.pt", "detection.pt", "occupancy.pt",
+               "segmentation.onnx", "detection.onnx", "occupancy.onnx")
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)  # only succeeds when empty
+    except OSError:
+        pass
+
+
 def main() -> None:
     parser = cli.Parser(prog="airside_perception.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock training budget")
@@ -245,9 +259,19 @@ def main() -> None:
     parser.add_argument("--check-scans", type=int, default=48)
     parser.add_argument("--final-check-scans", type=int, default=0,
                         help="at the end, segmentation mIoU on this many test scans (written to check.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     args = parser.parse_args()
+    earlier = [n for n in EARLIER_RUN if os.path.exists(os.path.join(args.out_dir, n))]
+    if earlier and not (args.resume or args.overwrite):
+        parser.error(f"{args.out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
+                     "--overwrite replaces it, or pick another --out-dir")
+    if args.overwrite and not args.resume:
+        for name in earlier:
+            os.remove(os.path.join(args.out_dir, name))
     dist = distributed.setup()
-    os.makedirs(args.out_dir, exist_ok=True)
+    if not os.path.isdir(args.out_dir):
+        os.makedirs(args.out_dir, exist_ok=True)
+        atexit.register(_remove_if_empty, args.out_dir)  # a run that fails before writing leaves no directory
     device = dist.device
     torch.manual_seed(args.start_seed)  # every rank builds the same initial weights
     if device.type == "cuda":
@@ -328,6 +352,9 @@ def main() -> None:
     finished, data_wait, compute, scans, window_start = True, 0.0, 0.0, 0, time.time()
     total_wait = total_compute = 0.0
     batches = iter(loader)
+    # rank 0: a bar over the steps or the time budget, with the rate, the ETA and the latest losses
+    bar = tqdm(total=args.steps or int(budget_s), initial=min(step, args.steps) if args.steps else int(trained_s),
+               unit="step" if args.steps else "s", desc="train", disable=dist.rank != 0, dynamic_ncols=True)
     while True:
         t0 = time.time()
         batch = next(batches)
@@ -360,9 +387,12 @@ def main() -> None:
         total_wait += t1 - t0
         total_compute += time.time() - t1
         scans += args.batch * dist.world
+        bar.update((min(step, args.steps) if args.steps else min(int(elapsed), int(budget_s))) - bar.n)
         if curve is not None and step % 50 < args.reuse:
             rate = scans / max(time.time() - window_start, 1e-9)
             parts = [losses.get(t, torch.zeros(())).item() for t in TASKS]
+            bar.set_postfix_str(" ".join(f"{t[:3]} {v:.3f}" for t, v in zip(TASKS, parts) if t in losses)
+                                + f" {rate:.1f} scans/s")
             dist.log(f"step {step:5d}  {elapsed:6.0f}s  seg {parts[0]:.3f}  det {parts[1]:.3f}  occ {parts[2]:.3f}  "
                      f"{rate:5.1f} scans/s  data wait {data_wait:5.1f}s compute {compute:5.1f}s")
             curve.write(f"{step},{elapsed:.1f},{opt.param_groups[0]['lr']:.6g},{parts[0]:.5f},{parts[1]:.5f},"
@@ -374,6 +404,7 @@ def main() -> None:
             paused = time.time()
             run_check("val")
             window_start += time.time() - paused
+    bar.close()
     if finished and args.check_every > 0 and step % args.check_every >= args.reuse:
         run_check("val")
     if finished:

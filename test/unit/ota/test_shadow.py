@@ -7,7 +7,7 @@ import os
 import shutil
 
 import numpy as np
-import pytest
+from test_swap import Serving, _controller, root  # noqa: F401  (the fixture)
 
 from airside_perception.ops.bev import BevSpec, encode
 from airside_perception.ops.detection import Boxes
@@ -15,8 +15,6 @@ from airside_perception.ota import shadow
 from airside_perception.ota.swap import SwapParams
 from airside_perception.pipelines.tasks import TaskResult
 from airside_perception.sim.world import make_scan
-
-from test_swap import Serving, _controller, root  # noqa: F401  (the fixture)
 
 DET_CLASSES = ("aircraft", "person", "vehicle", "cart", "cone", "fod")
 
@@ -73,10 +71,10 @@ def test_segmented_persons_are_compared_as_clusters_within_the_near_field():
     assert c.per_class()["person"] < 1.0
 
 
-def _copy(root, task, src, dst):
-    path = os.path.join(root, task, dst)
+def _copy(engines, task, src, dst):
+    path = os.path.join(engines, task, dst)
     if not os.path.isdir(path):
-        shutil.copytree(os.path.join(root, task, src), path)
+        shutil.copytree(os.path.join(engines, task, src), path)
         manifest = os.path.join(path, "manifest.yaml")
         with open(manifest) as fh:
             text = fh.read().replace(f"version: {src}", f"version: {dst}")

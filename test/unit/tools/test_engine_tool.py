@@ -61,8 +61,10 @@ def test_build_without_tensorrt_plans_and_says_so(tmp_path):
     assert res.returncode == 3 and "TensorRT is not installed here" in res.stderr
     assert "trtexec --onnx=" in res.stdout
     assert not list((root / "occupancy" / "1.0.0").glob("*.engine")), "no engine may pretend to exist"
-    res = _tool("build", "--task", "occupancy", "--version", "1.0.0", "--engines-dir", str(root))
-    assert res.returncode == 2 and "--tensorrt-version" in res.stderr
+    res = _tool("build", "--task", "occupancy", "--version", "1.0.0", "--engines-dir", str(root), "--precision",
+                "int8")  # as documented: without the target, the plan is for the Orin
+    assert res.returncode == 3 and "TensorRT 8.5.2 on compute capability 8.7" in res.stderr
+    assert "_trt8.5.2_sm87_" in res.stdout and "trtexec --onnx=" in res.stdout
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -91,6 +92,44 @@ def test_evaluate_on_own_scans_uses_pose_and_intensity(tmp_path, capsys):
     assert set(good_m) >= {"miou", "iou"}
     assert good_m["miou"] > 90.0 and good_m["iou"]["person"] > 80.0
     assert bad_m["miou"] < good_m["miou"] - 20.0
+    # the results say what they measured, and the forgotten settings were named with the fix
+    assert good_m["version"] == "1.2.0" and len(good_m["model_sha256"]) == 64 and good_m["backend"] == "onnxruntime"
+    assert good_m["machine"] and "--version 1.2.0" in good_m["command"] and good_m["warnings"] == []
+    assert any("--intensity-max 1" in w for w in bad_m["warnings"]), bad_m["warnings"]
+    assert any("--sensor-pose '0 0 1." in w for w in bad_m["warnings"]), bad_m["warnings"]
+    err = capsys.readouterr().err
+    assert "warning: every intensity is under a tenth" in err and "the ground lies at z = -1." in err
+
+
+def test_evaluate_defaults_to_the_configured_version_and_takes_one_per_task(tmp_path, capsys):
+    from airside_perception.tools.bench import configured_versions
+
+    root = _write_kitti(str(tmp_path / "d"), seeds=(110000,))
+    out = str(tmp_path / "not" / "yet" / "there.json")  # the folder is created before the work
+    base = ["--task", "segmentation", "--data", f"semantickitti:{root}", "--class-map", CLASS_MAP,
+            "--sensor-pose", "0 0 1.73 0 0 0", "--intensity-max", "1.0", "--json", out]
+    assert evaluate.main(base) == 0
+    m = json.load(open(out))["segmentation"]
+    assert m["version"] == configured_versions()["segmentation"]
+    assert evaluate.main(base + ["--version", "detection=1.0.0", "--version", "segmentation=1.2.0"]) == 0
+    assert json.load(open(out))["segmentation"]["version"] == "1.2.0"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(base + ["--version", "lidar=1.0.0"])
+    assert exit_info.value.code == 2 and "not one of the tasks" in capsys.readouterr().err
+
+
+def test_a_version_without_a_monitor_reports_shift_as_unknown(tmp_path):
+    root = _write_kitti(str(tmp_path / "d"), seeds=(110000,))
+    engines = tmp_path / "engines"
+    shutil.copytree(os.path.join(ROOT, "engines", "segmentation", "1.2.0"), engines / "segmentation" / "1.2.0")
+    manifest = engines / "segmentation" / "1.2.0" / "manifest.yaml"
+    text = manifest.read_text()
+    manifest.write_text(text[:text.index("\nmonitor:")] + "\n")  # as a fresh export, quantize or fold writes it
+    out = str(tmp_path / "m.json")
+    assert evaluate.main(["--task", "segmentation", "--version", "1.2.0", "--engines-dir", str(engines), "--data",
+                          f"semantickitti:{root}", "--class-map", CLASS_MAP, "--sensor-pose", "0 0 1.73 0 0 0",
+                          "--intensity-max", "1.0", "--json", out]) == 0
+    assert json.load(open(out))["segmentation"]["frames_out_of_distribution"] is None
 
 
 @pytest.mark.parametrize("args, message", [
