@@ -189,6 +189,55 @@ def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sens
     return {"segmentation": summary}
 
 
+def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str, sensor_pose: str,
+                           intensity_max: float, progress: bool = True) -> Dict[str, Dict[str, object]]:
+    """Detection accuracy on labelled boxes in the KITTI object layout (``evaluation.kitti_object``):
+    AP per class present, near-field person recall, and the same by range band."""
+    from tqdm import tqdm
+
+    from airside_perception.evaluation import kitti_object
+    from airside_perception.frames import IntensityScale, parse_sensor_pose
+
+    class_map = kitti_object.load_class_map(class_map_path)
+    files = kitti_object.scan_files(root)
+    scale = IntensityScale(intensity_max, host.bev_spec.intensity_max)
+    total = DetectionMeter()
+    bands = {band_name(*b): DetectionMeter() for b in RANGE_BANDS}
+    engine = host.engine("detection")
+    names = classes.DETECTION_CLASS_NAMES
+    flagged = objects = 0
+    for scan in tqdm(kitti_object.read_scans(root, class_map, parse_sensor_pose(sensor_pose), scale),
+                     total=len(files), desc="evaluate", disable=not progress, unit="scan"):
+        frame = host.process(scan.points)
+        if "detection" in frame.errors:
+            raise AirsideError(f"{scan.name}: {frame.errors['detection']}")
+        boxes = frame.results["detection"].boxes
+        pred, pred_labels = boxes.boxes, [names[i] for i in boxes.labels]
+        threshold = engine.decode.score_threshold
+        total.add(scan.boxes, scan.labels, scan.box_points, pred, pred_labels, boxes.scores, threshold)
+        for band in RANGE_BANDS:
+            g, q = _in_band(scan.boxes, band), _in_band(pred, band)
+            bands[band_name(*band)].add(scan.boxes[g], [n for n, k in zip(scan.labels, g) if k], scan.box_points[g],
+                                        pred[q], [n for n, k in zip(pred_labels, q) if k], boxes.scores[q], threshold)
+        objects += len(scan.labels)
+        score = frame.trust.get("detection")
+        flagged += bool(score and score.is_out_of_distribution)
+    summary = total.summary()
+    present = {n for n, v in (summary.get("gt_objects") or {}).items() if v} if isinstance(
+        summary.get("gt_objects"), dict) else None
+    if present is not None:  # classes the data does not contain do not score
+        summary["ap"] = {k: v for k, v in summary["ap"].items() if k in present}
+        scored = [v for v in summary["ap"].values() if v == v]
+        summary["map"] = float(np.mean(scored)) if scored else float("nan")
+    summary.update(data=root, class_map=os.path.basename(class_map_path), scans=len(files), objects=objects,
+                   sensor_pose=sensor_pose, intensity_max=intensity_max,
+                   frames_out_of_distribution=flagged if engine.monitor is not None else None,
+                   by_range={name: {k: v for k, v in m.summary().items() if k in ("map", "ap", "person_recall_20m",
+                                                                                  "gt_objects")}
+                             for name, m in bands.items()})
+    return {"detection": summary}
+
+
 def data_warnings(root: str, sensor_pose: str, intensity_max: float, sample: int = 5) -> List[str]:
     """Settings that contradict the scans, each with the value to set: intensities above the
     declared scale or all under a tenth of it; a pose that leaves the ground far from z = 0."""
@@ -245,8 +294,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                                "folder is created)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also by range band (0-20, 20-40, 40+ m) and condition (day/night, wet/dry, busy/empty)")
-    parser.add_argument("--data", help="semantickitti:DIR: the vehicle's own labelled scans instead of the split")
-    parser.add_argument("--class-map", help="with --data: YAML {name, labels: {<source id>: <airside class>}}")
+    parser.add_argument("--data", help="the team's own labelled scans instead of the split: semantickitti:DIR "
+                                       "(point labels, --task segmentation) or kitti:DIR (boxes: velodyne/, "
+                                       "label_2/, calib/; --task detection)")
+    parser.add_argument("--class-map", help="with --data: YAML {name, labels: {<source id or type>: <airside class>}} "
+                                            "(default for kitti:DIR: config/class_maps/kitti_object.yaml)")
     parser.add_argument("--sensor-pose", default="0 0 0 0 0 0",
                         help="with --data: \"x y z roll pitch yaw\" of the sensor in base_link (metres, radians)")
     parser.add_argument("--intensity-max", type=float, default=255.0,
@@ -289,8 +341,11 @@ def _main_own_data(args, argv=None) -> int:
     from airside_perception.evaluation import semantickitti
     from airside_perception.frames import parse_sensor_pose
 
+    if args.data.startswith("kitti:"):
+        return _main_kitti_objects(args, argv)
     if args.task != "segmentation":
-        cli.fail(PROG, "--data evaluates segmentation only: pass --task segmentation")
+        cli.fail(PROG, "--data semantickitti:DIR evaluates segmentation (point labels): pass --task segmentation, "
+                       "or --task detection --data kitti:DIR for labelled boxes")
     if args.write_manifest:
         cli.fail(PROG, "--write-manifest records the synthetic test split only: leave it out with --data")
     try:
@@ -312,6 +367,42 @@ def _main_own_data(args, argv=None) -> int:
         cli.fail(PROG, str(exc))
     metrics["segmentation"] = {**measured(host, args.backend, argv)["segmentation"], **metrics["segmentation"],
                                "warnings": warnings}
+    host.close()
+    print(json.dumps(metrics, indent=2, default=float))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(metrics, fh, indent=2, default=float)
+    return 0
+
+
+def _main_kitti_objects(args, argv=None) -> int:
+    from airside_perception.evaluation import kitti_object
+    from airside_perception.frames import parse_sensor_pose
+
+    if args.task != "detection":
+        cli.fail(PROG, "--data kitti:DIR holds labelled boxes (the KITTI object layout): pass --task detection "
+                       "(segmentation scores --data semantickitti:DIR)")
+    if args.write_manifest:
+        cli.fail(PROG, "--write-manifest records the synthetic test split only: leave it out with --data")
+    root = args.data[len("kitti:"):]
+    class_map = args.class_map or os.path.join(os.path.dirname(os.path.abspath(DEFAULT_ENGINES)), "config",
+                                               "class_maps", "kitti_object.yaml")
+    try:
+        kitti_object.load_class_map(class_map)
+        parse_sensor_pose(args.sensor_pose)
+        if not args.intensity_max > 0:
+            raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
+        kitti_object.scan_files(root)
+        warnings = data_warnings(root, args.sensor_pose, args.intensity_max)
+        for line in warnings:
+            print(f"{PROG}: warning: {line}", file=sys.stderr)
+        manifest = store.load_version(args.engines_dir, "detection", args.versions["detection"])
+        host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
+        metrics = evaluate_kitti_objects(host, root, class_map, args.sensor_pose, args.intensity_max)
+    except AirsideError as exc:
+        cli.fail(PROG, str(exc))
+    metrics["detection"] = {**measured(host, args.backend, argv)["detection"], **metrics["detection"],
+                            "warnings": warnings}
     host.close()
     print(json.dumps(metrics, indent=2, default=float))
     if args.json:
