@@ -171,6 +171,7 @@ def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sens
     scale = IntensityScale(intensity_max, host.bev_spec.intensity_max)
     files = semantickitti.scan_files(root)
     meter = SegmentationMeter()
+    bands = {band_name(*b): SegmentationMeter() for b in RANGE_BANDS}
     flagged = 0
     for scan in tqdm(semantickitti.read_scans(root, class_map, pose, scale), total=len(files), desc="evaluate",
                      disable=not progress, unit="scan"):
@@ -178,15 +179,37 @@ def evaluate_own_data(host: PerceptionHost, root: str, class_map_path: str, sens
         if "segmentation" in frame.errors:
             raise AirsideError(f"{scan.name}: {frame.errors['segmentation']}")
         scored = scan.labels != classes.UNLABELLED
-        meter.add(scan.labels[scored], frame.results["segmentation"].labels[scored])
+        predicted = frame.results["segmentation"].labels
+        meter.add(scan.labels[scored], predicted[scored])
+        point_range = np.hypot(scan.points[:, 0], scan.points[:, 1])
+        for band in RANGE_BANDS:
+            in_band = scored & (point_range >= band[0]) & (point_range < band[1])
+            bands[band_name(*band)].add(scan.labels[in_band], predicted[in_band])
         score = frame.trust.get("segmentation")
         flagged += bool(score and score.is_out_of_distribution)
     has_monitor = host.engine("segmentation").monitor is not None
     summary = {**meter.summary(only_present=True), "data": root, "class_map": class_map.name, "scans": len(files),
                "sensor_pose": sensor_pose, "intensity_max": intensity_max,
                # a version without a monitor says nothing about distribution shift: unknown, not 0
-               "frames_out_of_distribution": flagged if has_monitor else None}
+               "frames_out_of_distribution": flagged if has_monitor else None,
+               "by_range": {name: {k: v for k, v in m.summary(only_present=True).items() if k in ("miou", "iou",
+                                                                                                  "points")}
+                            for name, m in bands.items()},
+               # rows: the labelled class, columns: the predicted one (points)
+               "confusion": {"classes": list(meter.names), "points": meter.confusion.tolist()}}
     return {"segmentation": summary}
+
+
+def confusion_table(confusion: Dict[str, object]) -> str:
+    """The confusion matrix as text: rows labelled, columns predicted, in % of each row."""
+    names, points = confusion["classes"], np.array(confusion["points"], float)
+    short = [n[:9] for n in names]
+    lines = ["labelled \\ predicted (% of the row)   " + " ".join(f"{n:>9s}" for n in short)]
+    for name, row in zip(names, points):
+        if row.sum() == 0:
+            continue
+        lines.append(f"{name:37s} " + " ".join(f"{100 * v / row.sum():9.1f}" for v in row))
+    return "\n".join(lines)
 
 
 def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str, sensor_pose: str,
@@ -369,6 +392,7 @@ def _main_own_data(args, argv=None) -> int:
                                "warnings": warnings}
     host.close()
     print(json.dumps(metrics, indent=2, default=float))
+    print(confusion_table(metrics["segmentation"]["confusion"]), file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(metrics, fh, indent=2, default=float)

@@ -99,6 +99,11 @@ def test_evaluate_on_own_scans_uses_pose_and_intensity(tmp_path, capsys):
     assert any("--sensor-pose '0 0 1." in w for w in bad_m["warnings"]), bad_m["warnings"]
     err = capsys.readouterr().err
     assert "warning: every intensity is under a tenth" in err and "the ground lies at z = -1." in err
+    # a confusion matrix and figures by range band, for the team's own data
+    confusion = good_m["confusion"]
+    assert confusion["classes"][2] == "person" and sum(map(sum, confusion["points"])) == good_m["points"]
+    assert set(good_m["by_range"]) == {"0-20m", "20-40m", "40m+"} and good_m["by_range"]["0-20m"]["points"] > 0
+    assert "labelled \\ predicted" in err
 
 
 def test_evaluate_defaults_to_the_configured_version_and_takes_one_per_task(tmp_path, capsys):
