@@ -122,7 +122,8 @@ class ShadowRuns(unittest.TestCase):
         self.assertEqual(self.serving(), SERVING, "a shadow run never swaps")
         record = self._audit("shadow")[-1]
         self.assertEqual((record["result"], record["version"], record["shadow"]["agreement"]),
-                         ("accepted", "2.1.1", 1.0))
+                         ("passed", "2.1.1", 1.0))
+        self.assertTrue(record["key_id"], "the record names the signing key")
         self._wait(lambda: "shadow run" in self.models[TASK].message, 5, "the status to show the shadow run")
         tool = self._report_tool()
         self.assertEqual(tool.returncode, 0, tool.stderr)
@@ -137,6 +138,7 @@ class ShadowRuns(unittest.TestCase):
         listed = report["near_person_disagreements"]
         self.assertTrue(listed and all(d["seen_by"] == "serving only" and d["range_m"] < 20 for d in listed), listed)
         self.assertLess(report["per_class"].get("person", 1.0), 0.5, report["per_class"])
+        self.assertEqual(self._audit("shadow")[-1]["result"], "failed")
         tool = self._report_tool()
         self.assertEqual(tool.returncode, 1)
         self.assertIn("serving only", tool.stdout)

@@ -28,7 +28,7 @@ from airside_perception.engines.active import ActiveVersions
 from airside_perception.engines.trust import Revocations, TrustPolicy, check
 from airside_perception.errors import AirsideError, ConfigError, SwapError
 from airside_perception.memory import release_free_memory
-from airside_perception.ota import golden, shadow, staging, validation
+from airside_perception.ota import golden, shadow, staging
 from airside_perception.ota.validation import validate_candidate
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import FrameResult, PerceptionHost
@@ -41,6 +41,8 @@ SERVING, LOADING, VALIDATING, ROLLED_BACK, FAILED = "serving", "loading", "valid
 FRAME_DONE_TIMEOUT_S = 2.0  # longest wait for the frame in flight before an engine is released
 LIVE_FRAMES = 300  # frames of each serving engine's live latency record (its P99 in this graph)
 MIN_LIVE_FRAMES = 20  # fewer: validation uses the serving engine's P99 side by side instead
+WATCH_WARMUP_FRAMES = 5  # a new engine's first frames in the graph are left out of the slowness watch
+WATCH_SLOWER = 1.5  # in-graph median ratio beyond which the new engine counts as slower than the one it replaced
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,9 @@ class SwapController:
                                "version of it verifies", "")
         ts = self.tasks[task]
         if not ts.lock.acquire(blocking=False):
-            return SwapOutcome(False, f"busy: a swap or rollback of {task} is running; try again when "
-                               "/model_manager/status shows it serving", self.host.engine(task).version)
+            return SwapOutcome(False, f"busy: a swap, rollback or shadow run of {task} is running; try again when "
+                               "/model_manager/status no longer shows it loading, validating or shadowing",
+                               self.host.engine(task).version)
         try:
             return self._swap_locked(task, engine_path)
         finally:
@@ -178,8 +181,10 @@ class SwapController:
         if not report.is_passed:
             candidate.close()
             release_free_memory()
-            self._set(task, SERVING, f"swap to {manifest.version} refused: {report.message}")
-            return SwapOutcome(False, f"{manifest.version} failed validation: {report.message}", serving.version,
+            older = (f" (a rollback by version, {manifest.version} after {serving.version})"
+                     if is_downgrade(manifest.version, serving.version) else "")
+            self._set(task, SERVING, f"swap to {manifest.version}{older} refused: {report.message}")
+            return SwapOutcome(False, f"{manifest.version}{older} failed validation: {report.message}", serving.version,
                                load_ms=load_ms, validation_ms=validation_ms)
         previous = self.host.slots[task].exchange(candidate)  # between two frames
         old_fallback, ts.fallback = ts.fallback, previous
@@ -246,7 +251,8 @@ class SwapController:
             return SwapOutcome(False, f"task '{task}' is {why}", "")
         ts = self.tasks[task]
         if not ts.lock.acquire(blocking=False):
-            return SwapOutcome(False, f"busy: a swap or rollback of {task} is running", self.host.engine(task).version)
+            return SwapOutcome(False, f"busy: a swap, rollback or shadow run of {task} is running",
+                               self.host.engine(task).version)
         try:
             if ts.fallback is None:
                 version = self.host.engine(task).version
@@ -345,7 +351,7 @@ class SwapController:
                 ts.times.append((result.inference_ms + result.postprocess_ms,
                                  frame.total_ms > self.params.frame_deadline_ms))
                 ts.live.append(result.inference_ms + result.postprocess_ms)
-                while len(ts.times) > window:
+                while len(ts.times) > window + WATCH_WARMUP_FRAMES:
                     ts.times.popleft()
             if ts.fallback is None:
                 continue
@@ -366,16 +372,22 @@ class SwapController:
         return rolled
 
     def _slower_than_before(self, task: str, ts: _TaskSwap) -> Optional[str]:
-        """Why the new engine does not fit this graph, or None. Over the same number of frames
-        under the load of the moment it must be slower than the engine it replaced beyond timing
-        noise (median over ``validation.SAME_SPEED`` x), and either run over the task's budget at P99 or
-        miss the frame deadline more often than the old engine did."""
-        n = min(len(ts.times), len(ts.before))
+        """Why the new engine does not fit this graph, or None. Judged once a full window of its
+        frames has run (its first WATCH_WARMUP_FRAMES left out), against the replaced engine's
+        record over as many frames before the swap, under the load of the moment: it must be
+        slower beyond the graph's own timing spread (median over ``WATCH_SLOWER`` x: in-graph
+        times vary with what the other engines and nodes do, more than side-by-side runs), and
+        either run over the task's budget at P99 or miss the frame deadline more often."""
+        window = self.params.rollback_window_frames
+        if len(ts.times) < window + WATCH_WARMUP_FRAMES:
+            return None
+        new = list(ts.times)[WATCH_WARMUP_FRAMES:][-window:]
+        n = min(len(new), len(ts.before))
         if n < max(10, self.params.rollback_max_failures):
             return None
-        new, old = list(ts.times)[-n:], ts.before[-n:]
+        new, old = new[-n:], ts.before[-n:]
         new_ms, old_ms = sorted(t for t, _ in new)[n // 2], sorted(t for t, _ in old)[n // 2]
-        if new_ms <= validation.SAME_SPEED * old_ms:
+        if new_ms <= WATCH_SLOWER * old_ms:
             return None
         new_p99 = Percentiles.of([t for t, _ in new]).p99
         limit = self.budget.stage(task) * self.params.max_latency_factor

@@ -174,12 +174,13 @@ def validate_candidate(candidate: TaskEngine, serving: TaskEngine, clouds: Seque
     if agreement < needed:
         return report(False, f"agrees with the serving engine on {agreement:.3f} of the golden inputs, the "
                              f"manifest asks {key} >= {needed}")
-    speed = (f"{ratio:.2f}x the serving engine's time side by side (median {p50:.1f} ms against "
+    speed = (f"{ratio:.2f}x the serving engine's time (median {p50:.1f} ms against "
              f"{serving_p50:.1f} ms)")
     problem = projection.problem()
     if problem:
-        return report(False, f"too slow for this graph: {problem}; side by side: {speed}")
-    return report(True, f"agreement {agreement:.3f} (>= {needed}), {projection.describe()}; side by side: {speed}")
+        return report(False, f"too slow for this graph: {problem}; measured side by side: {speed}")
+    return report(True, f"agreement {agreement:.3f} (>= {needed}), {projection.describe()}; measured side by side: "
+                        f"{speed}")
 
 
 def summary(report: ValidationReport) -> Dict[str, object]:

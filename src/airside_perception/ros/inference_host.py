@@ -114,7 +114,7 @@ class InferenceHostNode:
         for task in self.swaps.record(frame):
             rospy.logerr(f"{NODE}: {task} rolled back automatically: {self.swaps.tasks[task].message}")
             trust_door.audit(self.audit, NODE, "rollback", task, True, caller="rollback_watch",
-                             version=self.host.engine(task).version)
+                             version=self.host.engine(task).version, note=self.swaps.tasks[task].message)
 
     def _on_load_engine(self, req) -> LoadEngineResponse:
         rospy.loginfo(f"{NODE}: swap of {req.task} to {req.version_dir} requested")

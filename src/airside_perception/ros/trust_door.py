@@ -52,11 +52,13 @@ def from_model_manager(req) -> bool:
 
 def audit(log: AuditLog, node: str, action: str, task: str, accepted: bool, reason: str = "", caller: str = "",
           path: str = "", version: str = "", start: Optional[float] = None, note: str = "",
-          extra: Optional[dict] = None) -> None:
+          extra: Optional[dict] = None, result: str = "") -> None:
     """One record; a log that cannot be written is an ERROR line, never a failed request. An
-    accepted record's reason is ``note`` (e.g. a rollback by version); ``extra`` adds fields."""
+    accepted record's reason is ``note`` (e.g. a rollback by version); ``extra`` adds fields;
+    ``result`` replaces accepted / refused (a shadow run that ran: passed / failed)."""
     try:
-        log.append(action, task, "accepted" if accepted else "refused", note if accepted else reason, caller=caller,
+        log.append(action, task, result or ("accepted" if accepted else "refused"), note if accepted else reason,
+                   caller=caller,
                    path=path, version=version or (os.path.basename(path.rstrip("/")) if path else ""),
                    key_id=(signing.signature_key_id(path) or "") if path else "",
                    duration_ms=(time.perf_counter() - start) * 1e3 if start is not None else 0.0, extra=extra)

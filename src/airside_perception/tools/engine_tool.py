@@ -29,7 +29,7 @@ from typing import List, Optional
 from airside_perception import cli
 from airside_perception.config import load_budget
 from airside_perception.engines.active import write_atomic
-from airside_perception.engines.manifest import MANIFEST_NAME, TASKS, parse_not_after
+from airside_perception.engines.manifest import MANIFEST_NAME, TASKS, expiry_problem, parse_not_after
 from airside_perception.errors import AirsideError, ManifestError
 from airside_perception.pipelines import store
 
@@ -226,15 +226,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _export(args) -> int:
+    from airside_perception.ota.package import onnx_signature, package_version, refuse_existing
+
+    refuse_existing(args.engines_dir, args.task, args.version, args.overwrite)  # before any work
     try:
         import torch
 
         from airside_perception.training import checkpoint, export
     except ImportError as exc:
-        cli.fail(PROG, f"export needs PyTorch ({exc}): pip install -r requirements-train.txt")
-    from airside_perception.ota.package import onnx_signature, package_version, refuse_existing
-
-    refuse_existing(args.engines_dir, args.task, args.version, args.overwrite)  # before any work
+        print(f"{PROG}: export needs PyTorch ({exc}): pip install -r requirements-train.txt", file=sys.stderr)
+        return NOT_HERE
     try:
         net = checkpoint.load_network(args.task, args.checkpoint, args.arch, args.seg_mlp)
     except (OSError, RuntimeError, KeyError, torch.serialization.pickle.UnpicklingError) as exc:
@@ -409,6 +410,9 @@ def _sign(args) -> int:
         except ManifestError as exc:
             print(f"sign: {exc}", file=sys.stderr)
             return 2
+        if expiry_problem(date):
+            print(f"sign: warning: --not-after {date} has passed: every door will refuse {args.task} "
+                  f"{args.version} (to withdraw a version, engine_tool revoke says so)", file=sys.stderr)
         _set_not_after(os.path.join(manifest.directory, MANIFEST_NAME), date)
         store.load_version(args.engines_dir, args.task, args.version)
     signed = signing.sign_version(manifest.directory, args.task, args.version, args.key)
@@ -586,7 +590,9 @@ def _compress(args) -> int:
         from airside_perception.compression import recipe as recipe_mod
         from airside_perception.compression.pipeline import Compressor, planned_versions
     except ImportError as exc:
-        cli.fail(PROG, f"compress needs PyTorch and Torch-Pruning ({exc}): pip install -r requirements-train.txt")
+        print(f"{PROG}: compress needs PyTorch and Torch-Pruning ({exc}): pip install -r requirements-train.txt",
+              file=sys.stderr)
+        return NOT_HERE
     recipe = recipe_mod.load(args.recipe)
     if recipe.task != args.task:
         cli.fail(PROG, f"{args.recipe} is a {recipe.task} recipe, not {args.task}: pick config/compression/"

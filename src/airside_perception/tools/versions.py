@@ -98,6 +98,11 @@ def list_versions(engines_root: str, tasks=TASKS, bench_dir: str = "bench_result
                        if not n.startswith(".") and os.path.isfile(os.path.join(task_dir, n, "manifest.yaml")))
         for name in names:
             row: Dict[str, object] = {"task": task, "version": name}
+            real = os.path.realpath(os.path.join(task_dir, name))
+            if os.path.dirname(real) != os.path.realpath(task_dir):
+                row["problem"] = f"resolves to {real}, outside {task_dir}: every door refuses it"
+                rows.append(row)
+                continue
             try:
                 manifest = load_manifest(os.path.join(task_dir, name), verify_checksum=False)
             except AirsideError as exc:
@@ -129,7 +134,7 @@ def list_table(rows: List[Dict[str, object]]) -> str:
     lines = [head]
     for r in rows:
         if "problem" in r:
-            lines.append((r["task"], r["version"], "unreadable: " + str(r["problem"])[:80]) + ("",) * 9)
+            lines.append((r["task"], r["version"], str(r["problem"])[:100]) + ("",) * 9)
             continue
         name = ACCURACY[str(r["task"])][1]
         lat = f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}" if r["p50_ms"] is not None else "not measured"
