@@ -60,8 +60,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         np.savez_compressed(args.out, **scan.to_npz_dict())
         print(f"{args.out}: {len(scan.points)} points, {len(scan.boxes)} objects, seed {args.seed}")
     elif args.command == "render":
-        if not os.path.isdir(args.out_dir):
-            cli.fail(PROG, f"--out-dir {args.out_dir} does not exist: create it first")
+        try:
+            os.makedirs(args.out_dir, exist_ok=True)  # created before the work, as every tool does
+        except OSError as exc:
+            cli.fail(PROG, f"--out-dir {args.out_dir} cannot be created ({exc.strerror}): pick another folder")
         from airside_perception.sim.render import render_views
         from airside_perception.sim.world import make_scan
 

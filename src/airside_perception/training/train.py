@@ -205,6 +205,20 @@ class SegmentationCheck:
         return meter.summary()
 
 
+class OwnScansCheck(SegmentationCheck):
+    """The segmentation network's mIoU on the team's own held-out labelled scans (--val-data);
+    labels the class map leaves out are not scored."""
+
+    def __init__(self, scans):  # not super().__init__: that simulates scans, these are read from disk
+        self.scans = []
+        for scan in scans:
+            enc = encode(scan.points, BevSpec())
+            labels = scan.labels[enc.kept]
+            keep = labels != classes.UNLABELLED
+            self.scans.append((enc.bev, enc.point_cells[keep], enc.point_features[keep],
+                               labels[keep].astype(np.int64)))
+
+
 #: Files of a run in --out-dir: their presence means an earlier run is there.
 EARLIER_RUN = ("train_state.pt", "curve.csv", "check.csv", "segmentation.pt", "detection.pt", "occupancy.pt",
                "segmentation.onnx", "detection.onnx", "occupancy.onnx")
@@ -260,8 +274,13 @@ def main() -> None:
     parser.add_argument("--final-check-scans", type=int, default=0,
                         help="at the end, segmentation mIoU on this many test scans (written to check.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
+    parser.add_argument("--val-data", default="", help="with --data: semantickitti:DIR of held-out labelled scans, "
+                                                       "scored every --check-every steps and at the end (check.csv, "
+                                                       "and on the progress bar)")
     args = parser.parse_args()
     earlier = [n for n in EARLIER_RUN if os.path.exists(os.path.join(args.out_dir, n))]
+    if args.val_data and not args.data:
+        parser.error("--val-data scores the team's own held-out scans: give the training scans with --data too")
     if earlier and not (args.resume or args.overwrite):
         parser.error(f"{args.out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
                      "--overwrite replaces it, or pick another --out-dir")
@@ -320,12 +339,16 @@ def main() -> None:
             checks["val"] = SegmentationCheck("val", args.check_scans, args.workers)
         if args.final_check_scans > 0:
             checks["test"] = SegmentationCheck("test", args.final_check_scans, args.workers)
+    if dist.rank == 0 and args.data and args.val_data:  # the team's own split: scored every --check-every steps
+        checks["val"] = OwnScansCheck(_own_scans(args, parser, args.val_data))
     dist.agree(False)  # the other ranks wait for the held-out scans before their clocks start
     check_log = None
     if checks:
         check_log = open(os.path.join(args.out_dir, "check.csv"), "a")
         if check_log.tell() == 0:
             check_log.write("step,trained_s,split,scans,miou,person_iou,fod_iou\n")
+
+    last_check: Dict[str, float] = {}
 
     def run_check(split: str) -> None:
         """Rank 0 scores the network while the other ranks wait; the time is taken off the clock."""
@@ -337,6 +360,7 @@ def main() -> None:
                             f"{r['iou']['person']:.2f},{r['iou']['fod']:.2f}\n")
             check_log.flush()
             dist.log(f"step {step:5d}  {split} mIoU {r['miou']:.2f}  person {r['iou']['person']:.2f}")
+            last_check[split] = r["miou"]
         dist.agree(False)  # a barrier: every rank resumes together
         start += time.time() - t
 
@@ -392,7 +416,8 @@ def main() -> None:
             rate = scans / max(time.time() - window_start, 1e-9)
             parts = [losses.get(t, torch.zeros(())).item() for t in TASKS]
             bar.set_postfix_str(" ".join(f"{t[:3]} {v:.3f}" for t, v in zip(TASKS, parts) if t in losses)
-                                + f" {rate:.1f} scans/s")
+                                + f" {rate:.1f} scans/s"
+                                + (f" val mIoU {last_check['val']:.1f}" if "val" in last_check else ""))
             dist.log(f"step {step:5d}  {elapsed:6.0f}s  seg {parts[0]:.3f}  det {parts[1]:.3f}  occ {parts[2]:.3f}  "
                      f"{rate:5.1f} scans/s  data wait {data_wait:5.1f}s compute {compute:5.1f}s")
             curve.write(f"{step},{elapsed:.1f},{opt.param_groups[0]['lr']:.6g},{parts[0]:.5f},{parts[1]:.5f},"
@@ -405,7 +430,8 @@ def main() -> None:
             run_check("val")
             window_start += time.time() - paused
     bar.close()
-    if finished and args.check_every > 0 and step % args.check_every >= args.reuse:
+    if finished and ((args.check_every > 0 and step % args.check_every >= args.reuse)
+                     or (args.val_data and args.check_every <= 0)):
         run_check("val")
     if finished:
         run_check("test")
@@ -439,7 +465,7 @@ def main() -> None:
     dist.close()
 
 
-def _own_scans(args, parser):
+def _own_scans(args, parser, data=None):
     from airside_perception.errors import AirsideError
     from airside_perception.evaluation import semantickitti
     from airside_perception.frames import IntensityScale, parse_sensor_pose
@@ -447,12 +473,13 @@ def _own_scans(args, parser):
     if not args.class_map:
         parser.error("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")
     try:
-        scans = list(semantickitti.read_scans(semantickitti.data_dir(args.data),
+        data = data or args.data
+        scans = list(semantickitti.read_scans(semantickitti.data_dir(data),
                                               semantickitti.load_class_map(args.class_map),
                                               parse_sensor_pose(args.sensor_pose), IntensityScale(args.intensity_max)))
     except AirsideError as exc:
         parser.error(str(exc))
-    print(f"{len(scans)} labelled scans from {args.data}", flush=True)
+    print(f"{len(scans)} labelled scans from {data}", flush=True)
     return scans
 
 
