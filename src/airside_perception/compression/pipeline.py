@@ -334,7 +334,7 @@ def _headline(task: str, metrics: Dict) -> Dict[str, float]:
 
 def _row(step: str, version: str, net, manifest, report: Dict) -> Dict[str, object]:
     task = manifest.task
-    return {"step": step, "version": version, "params": models.count_params(net),
+    return {"step": step, "version": version, "model_sha256": manifest.sha256, "params": models.count_params(net),
             "file_kb": round(os.path.getsize(manifest.model_path) / 1024, 1),
             "cpu": _latency(report["latency_ms"]["candidate"]),
             "baseline_cpu_same_run": _latency(report["latency_ms"]["baseline"]),
@@ -354,6 +354,10 @@ def write_report(result: Dict[str, object], out_dir: str) -> List[str]:
     """compression_report.json / .md and a plot of accuracy and latency after each step."""
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, "compression_report.json")]
+    from airside_perception import cli
+
+    result.setdefault("machine", cli.machine())  # what the latencies were measured on
+    result.setdefault("command", cli.command_line(None, "engine_tool"))
     with open(paths[0], "w") as fh:
         json.dump(result, fh, indent=2, default=float)
     rows = result["rows"]

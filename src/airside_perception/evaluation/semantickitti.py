@@ -135,3 +135,30 @@ def class_counts(scans: Iterator[LabelledScan]) -> Dict[str, int]:
     for s in scans:
         counts += np.bincount(s.labels, minlength=256)
     return {classes.CLASS_NAMES[i]: int(counts[i]) for i in range(len(classes.CLASS_NAMES))}
+
+
+def settings_warnings(root: str, sensor_pose: str, intensity_max: float, sample: int = 5) -> List[str]:
+    """Settings that contradict the scans, each with the value to set: intensities above the
+    declared scale or all under a tenth of it; a pose that leaves the ground far from z = 0."""
+    files = scan_files(root, need_labels=False)[:sample]
+    top, ground = 0.0, []
+    pose = parse_sensor_pose(sensor_pose)
+    for scan, _ in files:
+        points = np.fromfile(scan, dtype="<f4").reshape(-1, 4).astype(np.float32)
+        top = max(top, float(np.nanmax(points[:, 3])) if len(points) else 0.0)
+        transform_points(points, pose)
+        near = points[np.hypot(points[:, 0], points[:, 1]) < 20.0]
+        if len(near) > 100:
+            ground.append(float(np.percentile(near[:, 2], 25)))  # most near returns are ground
+    out = []
+    if top > 1.5 * intensity_max:
+        out.append(f"intensities reach {top:g}, above --intensity-max {intensity_max:g}: pass --intensity-max "
+                   f"{255.0 if top > 1.5 else 1.0:g}")
+    elif files and top < intensity_max / 10:
+        out.append(f"every intensity is under a tenth of --intensity-max {intensity_max:g} (largest {top:g}): pass "
+                   f"--intensity-max {1.0 if top <= 1.0 else 255.0:g}")
+    if ground and abs(float(np.median(ground))) > 0.5:
+        z = float(np.median(ground))
+        out.append(f"with --sensor-pose '{sensor_pose}' the ground lies at z = {z:+.2f} m, not 0: pass the sensor's "
+                   f"mount, e.g. --sensor-pose '0 0 {-z:.2f} 0 0 0'")
+    return out

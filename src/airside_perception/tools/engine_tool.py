@@ -566,6 +566,8 @@ def _calibrate_monitor(args) -> int:
     host = PerceptionHost([store.open_engine(m, "onnxruntime", 2) for m in manifests])
     if args.data:
         root = semantickitti.data_dir(args.data)
+        for line in semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max):
+            print(f"{PROG}: warning: {line}", file=sys.stderr)  # limits from mis-scaled scans would be wrong
         scale = IntensityScale(args.intensity_max, host.bev_spec.intensity_max)
         clouds = ((s.name, s.points) for s in semantickitti.read_scans(
             root, None, parse_sensor_pose(args.sensor_pose), scale, need_labels=False))
@@ -634,6 +636,8 @@ def _validate(args) -> int:
     cand = store.open_engine(cand_manifest, "onnxruntime", 2)
     budget = load_budget(args.budget).stage(args.task)
     report = run_gates(base, cand, args.scans, args.frames, budget)
+    report.update(baseline_sha256=base.manifest.sha256, backend=cand.backend.name, machine=cli.machine(),
+                  command=cli.command_line(None, "engine_tool"))  # what the verdict was measured on
     out_dir = args.out_dir or os.path.join(cand_manifest.directory, "gate_report")
     written = write_reports(report, out_dir, cand_manifest)
     for g in report["gates"]:

@@ -229,6 +229,8 @@ def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str,
     engine = host.engine("detection")
     names = classes.DETECTION_CLASS_NAMES
     flagged = objects = 0
+    columns = list(names) + ["missed"]
+    confusion = np.zeros((len(names), len(columns)), np.int64)  # labelled class x what the nearest box says
     for scan in tqdm(kitti_object.read_scans(root, class_map, parse_sensor_pose(sensor_pose), scale),
                      total=len(files), desc="evaluate", disable=not progress, unit="scan"):
         frame = host.process(scan.points)
@@ -243,6 +245,11 @@ def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str,
             bands[band_name(*band)].add(scan.boxes[g], [n for n, k in zip(scan.labels, g) if k], scan.box_points[g],
                                         pred[q], [n for n, k in zip(pred_labels, q) if k], boxes.scores[q], threshold)
         objects += len(scan.labels)
+        confident = boxes.scores >= threshold
+        for box, label in zip(scan.boxes, scan.labels):  # the nearest confident box within 2 m, any class
+            d = np.hypot(*(pred[confident, :2] - box[:2]).T) if confident.any() else np.zeros(0)
+            hit = names[boxes.labels[confident][int(d.argmin())]] if len(d) and d.min() <= 2.0 else "missed"
+            confusion[names.index(label), columns.index(hit)] += 1
         score = frame.trust.get("detection")
         flagged += bool(score and score.is_out_of_distribution)
     summary = total.summary()
@@ -252,6 +259,7 @@ def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str,
         summary["ap"] = {k: v for k, v in summary["ap"].items() if k in present}
         scored = [v for v in summary["ap"].values() if v == v]
         summary["map"] = float(np.mean(scored)) if scored else float("nan")
+    summary["confusion"] = {"classes": list(names), "predicted": columns, "objects": confusion.tolist()}
     summary.update(data=root, class_map=os.path.basename(class_map_path), scans=len(files), objects=objects,
                    sensor_pose=sensor_pose, intensity_max=intensity_max,
                    frames_out_of_distribution=flagged if engine.monitor is not None else None,
@@ -259,36 +267,6 @@ def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str,
                                                                                   "gt_objects")}
                              for name, m in bands.items()})
     return {"detection": summary}
-
-
-def data_warnings(root: str, sensor_pose: str, intensity_max: float, sample: int = 5) -> List[str]:
-    """Settings that contradict the scans, each with the value to set: intensities above the
-    declared scale or all under a tenth of it; a pose that leaves the ground far from z = 0."""
-    from airside_perception.evaluation import semantickitti
-    from airside_perception.frames import parse_sensor_pose, transform_points
-
-    files = semantickitti.scan_files(root, need_labels=False)[:sample]
-    top, ground = 0.0, []
-    pose = parse_sensor_pose(sensor_pose)
-    for scan, _ in files:
-        points = np.fromfile(scan, dtype="<f4").reshape(-1, 4).astype(np.float32)
-        top = max(top, float(np.nanmax(points[:, 3])) if len(points) else 0.0)
-        transform_points(points, pose)
-        near = points[np.hypot(points[:, 0], points[:, 1]) < 20.0]
-        if len(near) > 100:
-            ground.append(float(np.percentile(near[:, 2], 25)))  # most near returns are ground
-    out = []
-    if top > 1.5 * intensity_max:
-        out.append(f"intensities reach {top:g}, above --intensity-max {intensity_max:g}: pass --intensity-max "
-                   f"{255.0 if top > 1.5 else 1.0:g}")
-    elif files and top < intensity_max / 10:
-        out.append(f"every intensity is under a tenth of --intensity-max {intensity_max:g} (largest {top:g}): pass "
-                   f"--intensity-max {1.0 if top <= 1.0 else 255.0:g}")
-    if ground and abs(float(np.median(ground))) > 0.5:
-        z = float(np.median(ground))
-        out.append(f"with --sensor-pose '{sensor_pose}' the ground lies at z = {z:+.2f} m, not 0: pass the sensor's "
-                   f"mount, e.g. --sensor-pose '0 0 {-z:.2f} 0 0 0'")
-    return out
 
 
 def measured(host: PerceptionHost, backend: str, argv: Optional[List[str]]) -> Dict[str, Dict[str, object]]:
@@ -380,7 +358,7 @@ def _main_own_data(args, argv=None) -> int:
         if not args.intensity_max > 0:
             raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
         semantickitti.scan_files(root)
-        warnings = data_warnings(root, args.sensor_pose, args.intensity_max)
+        warnings = semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max)
         for line in warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         manifest = store.load_version(args.engines_dir, "segmentation", args.versions["segmentation"])
@@ -400,7 +378,7 @@ def _main_own_data(args, argv=None) -> int:
 
 
 def _main_kitti_objects(args, argv=None) -> int:
-    from airside_perception.evaluation import kitti_object
+    from airside_perception.evaluation import kitti_object, semantickitti
     from airside_perception.frames import parse_sensor_pose
 
     if args.task != "detection":
@@ -417,7 +395,7 @@ def _main_kitti_objects(args, argv=None) -> int:
         if not args.intensity_max > 0:
             raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
         kitti_object.scan_files(root)
-        warnings = data_warnings(root, args.sensor_pose, args.intensity_max)
+        warnings = semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max)
         for line in warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         manifest = store.load_version(args.engines_dir, "detection", args.versions["detection"])

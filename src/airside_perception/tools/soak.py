@@ -58,6 +58,13 @@ def verdict(minutes: List[Minute], latencies: Dict[str, List[List[float]]]) -> L
     restarts = {n: sum(m.restarts.get(n, 0) for m in minutes) for n in nodes}
     checks.append(Check("node restarts", sum(restarts.values()) == 0,
                         ", ".join(f"{n} {k}" for n, k in restarts.items())))
+    events = [e for m in minutes for e in m.events]
+    if events:  # the swaps and rollbacks the soak exists to repeat must have happened
+        done = [e for e in events if e.startswith(("swap ok", "rollback ok"))]
+        refused = [e for e in events if e not in done]
+        checks.append(Check("swaps and rollbacks", not refused,
+                            f"{len(done)} of {len(events)} done" + (f"; first refusal: {refused[0][:160]}"
+                                                                   if refused else "")))
     for output, per_minute in latencies.items():
         first = [v for m in per_minute[:SETTLE_MINUTES] for v in m]
         last = [v for m in per_minute[-SETTLE_MINUTES:] for v in m]

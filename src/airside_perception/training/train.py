@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import sys
 import time
 from typing import Dict, List, Tuple
 
@@ -474,6 +475,9 @@ def _own_scans(args, parser, data=None):
         parser.error("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")
     try:
         data = data or args.data
+        for line in semantickitti.settings_warnings(semantickitti.data_dir(data), args.sensor_pose,
+                                                    args.intensity_max):
+            print(f"training: warning: {line}", file=sys.stderr, flush=True)  # the network would learn it wrong
         scans = list(semantickitti.read_scans(semantickitti.data_dir(data),
                                               semantickitti.load_class_map(args.class_map),
                                               parse_sensor_pose(args.sensor_pose), IntensityScale(args.intensity_max)))

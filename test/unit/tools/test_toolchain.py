@@ -62,6 +62,7 @@ def test_a_version_that_exists_is_refused_before_any_work_and_nothing_is_left(tm
     assert "--overwrite" in help_text, "the refusal's advice must exist"
 
 
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
 def test_fold_writes_a_complete_version_and_overwrite_replaces_it_atomically(tmp_path):
     root = _root(tmp_path, ("segmentation", "1.2.0"))
     res = _tool("fold", "--task", "segmentation", "--version", "1.2.0", "--out-version", "1.2.1",
@@ -77,6 +78,7 @@ def test_fold_writes_a_complete_version_and_overwrite_replaces_it_atomically(tmp
     assert sorted(os.listdir(root / "segmentation")) == ["1.2.0", "1.2.1"]
 
 
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
 def test_training_refuses_to_overwrite_an_earlier_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -116,6 +118,7 @@ def test_list_shows_every_version_its_trust_gate_latency_and_what_serves(tmp_pat
     assert res.returncode == 0 and "detection  2.1.0" in res.stdout and "segmentation" not in res.stdout.split("\n")[1]
 
 
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
 def test_compare_two_versions_in_one_run(tmp_path):
     root = _root(tmp_path, ("segmentation", "2.2.0"), ("segmentation", "2.0.0"))
     out = tmp_path / "cmp"
@@ -131,3 +134,73 @@ def test_compare_two_versions_in_one_run(tmp_path):
     assert "person" in res.stdout and "latency P99" in res.stdout and "agreement of B with A" in res.stdout
     same = _tool("compare", "--task", "segmentation", "2.2.0", "2.2.0", "--engines-dir", str(root))
     assert same.returncode == 2 and "give two versions" in same.stderr
+
+
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
+def test_bench_as_documented_works_in_a_fresh_clone_and_names_what_it_measured(tmp_path):
+    res = _tool("bench", "--runs", "2", "--clouds", "1", cwd=str(tmp_path))  # no bench_results/ there yet
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "bench_results" / "core.json").read_text())
+    assert set(result["model_sha256"]) == {"segmentation", "detection", "occupancy"} and result["machine"]
+    assert result["versions"] == versions.serving_versions("/nonexistent/state.yaml")  # the configured ones
+
+
+def test_engine_tool_is_on_the_venvs_path_after_setup():
+    tool = os.path.join(os.path.dirname(sys.executable), "engine_tool")
+    if not os.path.exists(tool):
+        pytest.skip("make setup writes the venv's engine_tool; this interpreter is not that venv")
+    res = subprocess.run([tool, "list", "--task", "occupancy"], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0 and "occupancy" in res.stdout, res.stderr
+
+
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
+def test_a_training_run_that_fails_leaves_no_directory(tmp_path):
+    out = tmp_path / "new_run"
+    res = subprocess.run([sys.executable, "-m", "airside_perception.training.train", "--out-dir", str(out),
+                          "--steps", "1", "--init", "segmentation=/nonexistent.pt"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--init" in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
+def test_compress_exits_1_when_its_final_version_fails_its_gates(tmp_path, monkeypatch, capsys):
+    """The exit code only: the compression itself is tested in test/unit/compression."""
+    from airside_perception.compression import pipeline
+    from airside_perception.tools import engine_tool
+
+    class Finished:
+        def __init__(self, recipe, out_version, *args, **kwargs):
+            self.out_version, self.work = out_version, str(tmp_path)
+
+        def train(self, stop_after):
+            pass
+
+        def export(self, budget_ms, overwrite=False):
+            row = {"version": self.out_version, "params": 1, "cpu": {"p99_ms": 1.0},
+                   "baseline_cpu_same_run": {"p99_ms": 1.0}, "accuracy": {"metric": 1.0}}
+            return {"rows": [{**row, "gates_passed": False, "failed_gates": ["person_iou_drop"]}],
+                    "report": str(tmp_path / "report.md")}
+    monkeypatch.setattr(pipeline, "Compressor", Finished)
+    monkeypatch.chdir(os.path.join(ENGINES, ".."))  # the recipe's paths are relative to the repository
+    root = _root(tmp_path, ("segmentation", "1.2.0"))  # the recipe's base
+    code = engine_tool.main(["compress", "--task", "segmentation", "--recipe", "config/compression/segmentation.yaml",
+                             "--out-version", "9.9.9", "--engines-dir", str(root)])
+    assert code == 1 and "does not pass its gates" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # PyTorch or whole runs: the 3.11 pass only
+def test_calibrate_monitor_and_training_warn_when_the_settings_contradict_the_scans(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from test_guide import _semantickitti
+
+    data = _semantickitti(str(tmp_path / "scans"), range(110030, 110050))  # 20: the monitor's least
+    root = _root(tmp_path, ("segmentation", "1.2.0"))
+    res = _tool("calibrate-monitor", "--task", "segmentation", "--version", "1.2.0", "--engines-dir", str(root),
+                "--data", f"semantickitti:{data}")  # the pose and the 0..1 scale forgotten
+    assert "warning: every intensity is under a tenth" in res.stderr and "--sensor-pose '0 0 1." in res.stderr
+    res = subprocess.run([sys.executable, "-m", "airside_perception.training.train", "--out-dir",
+                          str(tmp_path / "run"), "--steps", "1", "--workers", "1", "--batch", "1", "--data",
+                          f"semantickitti:{data}", "--class-map",
+                          os.path.join(ENGINES, "..", "config", "class_maps", "semantickitti.yaml")],
+                         capture_output=True, text=True, timeout=600)
+    assert "training: warning: every intensity is under a tenth" in res.stderr, res.stderr[-2000:]
