@@ -140,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cli.fail(PROG, str(exc))
     results["model_sha256"] = {t: store.load_version(args.engines_dir, t, v).sha256 for t, v in versions.items()}
     results["machine"], results["command"] = cli.machine(), cli.command_line(argv, PROG)
+    results["data"] = f"synthetic test split, {args.clouds} clouds (seeds from {split_seeds('test', 1)[0]})"
     text = report(results)
     print(text, end="")
     with open(args.out, "w") as fh:
