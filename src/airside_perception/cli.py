@@ -9,6 +9,7 @@ import sys
 from typing import Dict, List, NoReturn, Optional, Sequence
 
 USAGE_ERROR = 2
+NOT_HERE = 3  # the step needs what this machine lacks
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,9 +20,16 @@ class Parser(argparse.ArgumentParser):
         sys.exit(USAGE_ERROR)
 
 
-def fail(prog: str, message: str) -> NoReturn:
+def fail(prog: str, message: str, code: int = USAGE_ERROR) -> NoReturn:
     sys.stderr.write(f"{prog}: error: {message}\n")
-    sys.exit(USAGE_ERROR)
+    sys.exit(code)
+
+
+def code_of(exc: BaseException) -> int:
+    """The exit code of a refused request: 3 where this machine lacks what it needs, else 2."""
+    from airside_perception.errors import CapabilityError
+
+    return NOT_HERE if isinstance(exc, CapabilityError) else USAGE_ERROR
 
 
 def non_negative_int(text: str) -> int:

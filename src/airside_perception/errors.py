@@ -27,3 +27,8 @@ class InferenceError(AirsideError):
 
 class SwapError(AirsideError):
     """An engine swap was refused; the engine in service keeps serving."""
+
+
+class CapabilityError(ModelLoadError):
+    """The step needs what this machine lacks (TensorRT, an engine built for this GPU): command-line
+    tools exit 3 for it, not 2."""

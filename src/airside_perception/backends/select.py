@@ -8,7 +8,7 @@ from airside_perception.backends.base import Backend
 from airside_perception.backends.onnxruntime_backend import OnnxRuntimeBackend
 from airside_perception.engines import cache_key
 from airside_perception.engines.manifest import Manifest
-from airside_perception.errors import ConfigError, ModelLoadError
+from airside_perception.errors import CapabilityError, ConfigError
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -39,8 +39,8 @@ def create_backend(manifest: Manifest, preference: str, intra_op_threads: int = 
             from airside_perception.backends.tensorrt_backend import TensorRTBackend
 
             return TensorRTBackend(engine, manifest.inputs, manifest.outputs)
-        if preference == "tensorrt":
-            raise ModelLoadError(f"{manifest.task} {manifest.version}: backend 'tensorrt' asked for, but {why_not}")
+        if preference == "tensorrt":  # this machine lacks it: a capability, not a bad request
+            raise CapabilityError(f"{manifest.task} {manifest.version}: backend 'tensorrt' asked for, but {why_not}")
         LOG.info("%s %s: ONNX Runtime (%s)", manifest.task, manifest.version, why_not)
     return OnnxRuntimeBackend(manifest.model_path, manifest.inputs, manifest.outputs, intra_op_threads,
                               optimization="basic" if manifest.precision == "fp8" else "all")

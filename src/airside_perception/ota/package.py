@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import shutil
 import tempfile
@@ -72,7 +73,10 @@ def package_version(model_path: str, task: str, version: str, engines_root: str,
     refuse_existing(engines_root, task, version, overwrite)
     target = os.path.join(engines_root, task, version)
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    for stale in glob.glob(os.path.join(os.path.dirname(target), f".tmp-{version}-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run of this version that was killed
     work = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=os.path.dirname(target))
+    os.chmod(work, 0o755)  # a version directory, readable by the nodes' user like the others
     try:
         dest = os.path.join(work, "model.onnx")
         shutil.copyfile(model_path, dest)

@@ -137,8 +137,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         versions = cli.task_versions(args.version, TASKS, configured_versions())
         results = run(args.engines_dir, versions, args.backend, args.runs, args.clouds, args.threads)
     except (AirsideError, ValueError) as exc:
-        cli.fail(PROG, str(exc))
-    results["model_sha256"] = {t: store.load_version(args.engines_dir, t, v).sha256 for t, v in versions.items()}
+        cli.fail(PROG, str(exc), cli.code_of(exc))
+    manifests = {t: store.load_version(args.engines_dir, t, v) for t, v in versions.items()}
+    results["model_sha256"] = {t: m.sha256 for t, m in manifests.items()}
+    results["precision"] = {t: m.precision for t, m in manifests.items()}
     results["machine"], results["command"] = cli.machine(), cli.command_line(argv, PROG)
     results["data"] = f"synthetic test split, {args.clouds} clouds (seeds from {split_seeds('test', 1)[0]})"
     text = report(results)

@@ -222,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "audit": _audit, "shadow-report": _shadow_report, "revoke": _revoke, "trust": _trust,
                 "bundle": _bundle, "list": _list, "compare": _compare}[args.verb](args)
     except AirsideError as exc:
-        cli.fail(PROG, str(exc))
+        cli.fail(PROG, str(exc), cli.code_of(exc))
 
 
 def _export(args) -> int:

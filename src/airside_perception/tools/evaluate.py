@@ -21,7 +21,7 @@ import numpy as np
 from airside_perception import classes, cli
 from airside_perception.engines.manifest import TASKS, write_manifest
 from airside_perception.errors import AirsideError
-from airside_perception.evaluation.metrics import DetectionMeter, OccupancyMeter, SegmentationMeter
+from airside_perception.evaluation.metrics import MIN_GT_POINTS, DetectionMeter, OccupancyMeter, SegmentationMeter
 from airside_perception.pipelines import store
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.sim.world import make_scan, split_seeds
@@ -246,7 +246,11 @@ def evaluate_kitti_objects(host: PerceptionHost, root: str, class_map_path: str,
                                         pred[q], [n for n, k in zip(pred_labels, q) if k], boxes.scores[q], threshold)
         objects += len(scan.labels)
         confident = boxes.scores >= threshold
-        for box, label in zip(scan.boxes, scan.labels):  # the nearest confident box within 2 m, any class
+        scored = (np.abs(scan.boxes[:, 0]) < total.range_m) & (np.abs(scan.boxes[:, 1]) < total.range_m) \
+            & (scan.box_points >= MIN_GT_POINTS) if len(scan.boxes) else np.zeros(0, bool)
+        for box, label, keep in zip(scan.boxes, scan.labels, scored):  # as AP scores them: in range, enough returns
+            if not keep:
+                continue
             d = np.hypot(*(pred[confident, :2] - box[:2]).T) if confident.any() else np.zeros(0)
             hit = names[boxes.labels[confident][int(d.argmin())]] if len(d) and d.min() <= 2.0 else "missed"
             confusion[names.index(label), columns.index(hit)] += 1
@@ -309,22 +313,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args.versions = cli.task_versions(args.version, tasks, configured_versions())
     except (ValueError, AirsideError) as exc:
-        cli.fail(PROG, str(exc))
+        cli.fail(PROG, str(exc), cli.code_of(exc))
     if args.data:
         return _main_own_data(args, argv)
     try:
         manifests = [store.load_version(args.engines_dir, t, args.versions[t]) for t in tasks]
         host = PerceptionHost([store.open_engine(m, args.backend, intra_op_threads=2) for m in manifests])
     except AirsideError as exc:
-        cli.fail(PROG, str(exc))
+        cli.fail(PROG, str(exc), cli.code_of(exc))
     metrics = evaluate(host, args.split, args.scans, breakdown=args.breakdown)
     for task, what in measured(host, args.backend, argv).items():
         metrics[task] = {**what, "data": f"synthetic {args.split} split", "scans": args.scans, **metrics[task]}
     host.close()
-    print(json.dumps(metrics, indent=2, default=float))
+    print(json.dumps(json_safe(metrics), indent=2, default=float))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(metrics, fh, indent=2, default=float)
+            json.dump(json_safe(metrics), fh, indent=2, default=float)
     if args.write_manifest:
         for manifest in manifests:
             recorded = {k: v for k, v in metrics[manifest.task].items() if k not in ("by_range", "by_condition")
@@ -365,15 +369,15 @@ def _main_own_data(args, argv=None) -> int:
         host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
         metrics = evaluate_own_data(host, root, args.class_map, args.sensor_pose, args.intensity_max)
     except AirsideError as exc:
-        cli.fail(PROG, str(exc))
+        cli.fail(PROG, str(exc), cli.code_of(exc))
     metrics["segmentation"] = {**measured(host, args.backend, argv)["segmentation"], **metrics["segmentation"],
                                "warnings": warnings}
     host.close()
-    print(json.dumps(metrics, indent=2, default=float))
+    print(json.dumps(json_safe(metrics), indent=2, default=float))
     print(confusion_table(metrics["segmentation"]["confusion"]), file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(metrics, fh, indent=2, default=float)
+            json.dump(json_safe(metrics), fh, indent=2, default=float)
     return 0
 
 
@@ -402,15 +406,28 @@ def _main_kitti_objects(args, argv=None) -> int:
         host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
         metrics = evaluate_kitti_objects(host, root, class_map, args.sensor_pose, args.intensity_max)
     except AirsideError as exc:
-        cli.fail(PROG, str(exc))
+        cli.fail(PROG, str(exc), cli.code_of(exc))
     metrics["detection"] = {**measured(host, args.backend, argv)["detection"], **metrics["detection"],
                             "warnings": warnings}
     host.close()
-    print(json.dumps(metrics, indent=2, default=float))
+    print(json.dumps(json_safe(metrics), indent=2, default=float))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(metrics, fh, indent=2, default=float)
+            json.dump(json_safe(metrics), fh, indent=2, default=float)
     return 0
+
+
+def json_safe(value):
+    """NaN and infinities as null: strict JSON readers reject the bare NaN json.dump writes."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _rounded(value):

@@ -318,8 +318,10 @@ def main_compare(args) -> int:
     os.makedirs(out_dir, exist_ok=True)
     result = compare(args.engines_dir, args.task, args.a, args.b, args.scans, args.backend, data)
     result["command"] = cli.command_line(None, "engine_tool")
+    from airside_perception.tools.evaluate import json_safe
+
     with open(os.path.join(out_dir, "compare.json"), "w") as fh:
-        json.dump(result, fh, indent=2, default=float)
+        json.dump(json_safe(result), fh, indent=2, default=float)
     compare_plot(result, os.path.join(out_dir, "compare.png"))
     print(compare_table(result))
     print(f"\nwrote {out_dir}/compare.json and compare.png")

@@ -225,11 +225,21 @@ EARLIER_RUN = ("train_state.pt", "curve.csv", "check.csv", "segmentation.pt", "d
                "segmentation.onnx", "detection.onnx", "occupancy.onnx")
 
 
-def _remove_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)  # only succeeds when empty
-    except OSError:
-        pass
+def _missing_dirs(path: str) -> List[str]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    out, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _remove_if_empty(paths: List[str]) -> None:
+    for path in paths:  # deepest first: each goes only when empty
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
 
 
 def main() -> None:
@@ -282,16 +292,15 @@ def main() -> None:
     earlier = [n for n in EARLIER_RUN if os.path.exists(os.path.join(args.out_dir, n))]
     if args.val_data and not args.data:
         parser.error("--val-data scores the team's own held-out scans: give the training scans with --data too")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out-dir, --overwrite replaces it: give one of them")
     if earlier and not (args.resume or args.overwrite):
         parser.error(f"{args.out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
                      "--overwrite replaces it, or pick another --out-dir")
-    if args.overwrite and not args.resume:
-        for name in earlier:
-            os.remove(os.path.join(args.out_dir, name))
     dist = distributed.setup()
-    if not os.path.isdir(args.out_dir):
-        os.makedirs(args.out_dir, exist_ok=True)
-        atexit.register(_remove_if_empty, args.out_dir)  # a run that fails before writing leaves no directory
+    created = _missing_dirs(args.out_dir)  # a run that fails before writing leaves none of them behind
+    os.makedirs(args.out_dir, exist_ok=True)
+    atexit.register(_remove_if_empty, created)
     device = dist.device
     torch.manual_seed(args.start_seed)  # every rank builds the same initial weights
     if device.type == "cuda":
@@ -314,6 +323,9 @@ def main() -> None:
         randomization = Randomization(street_share=args.street_share, single_sensor_share=args.single_sensor_share)
         dataset = SimStream(spec, args.start_seed, randomization if args.randomize else None,
                             rank=dist.rank, world=dist.world)
+    if args.overwrite:  # only now, with every argument checked: a refused command keeps the earlier run
+        for name in earlier:
+            os.remove(os.path.join(args.out_dir, name))
     params = [p for n in nets.values() for p in n.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     state_path = os.path.join(args.out_dir, "train_state.pt")

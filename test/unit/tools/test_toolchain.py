@@ -204,3 +204,41 @@ def test_calibrate_monitor_and_training_warn_when_the_settings_contradict_the_sc
                           os.path.join(ENGINES, "..", "config", "class_maps", "semantickitti.yaml")],
                          capture_output=True, text=True, timeout=600)
     assert "training: warning: every intensity is under a tenth" in res.stderr, res.stderr[-2000:]
+
+
+def test_rosrun_engine_tool_runs_beside_the_venvs_own(tmp_path):
+    if shutil.which("rosrun") is None or subprocess.run(["rospack", "find", "airside_perception"],
+                                                        capture_output=True).returncode:
+        pytest.skip("no built workspace sourced here (make test runs this)")
+    res = subprocess.run(["rosrun", "airside_perception", "engine_tool", "list", "--task", "occupancy"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0 and "occupancy" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_killed_packaging_leaves_nothing_the_next_one_keeps_and_versions_are_readable(tmp_path):
+    from airside_perception.ota.package import package_version
+
+    root = _root(tmp_path, ("occupancy", "1.1.0"))
+    leftover = root / "occupancy" / ".tmp-1.1.1-killed"
+    leftover.mkdir()
+    (leftover / "model.onnx").write_bytes(b"partial")
+    made = package_version(os.path.join(root, "occupancy", "1.1.0", "model.onnx"), "occupancy", "1.1.1", str(root))
+    assert sorted(os.listdir(root / "occupancy")) == ["1.1.0", "1.1.1"]
+    assert os.stat(made.directory).st_mode & 0o755 == 0o755
+
+
+@pytest.mark.slow  # PyTorch: the 3.11 pass only
+def test_training_overwrite_keeps_the_earlier_run_when_the_command_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "curve.csv").write_text("step,loss\n")
+    base = [sys.executable, "-m", "airside_perception.training.train", "--out-dir", str(out), "--steps", "1"]
+    res = subprocess.run(base + ["--overwrite", "--init", "segmentation=/nonexistent.pt"], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and (out / "curve.csv").exists(), "a refused command must not delete the run"
+    res = subprocess.run(base + ["--overwrite", "--resume"], capture_output=True, text=True)
+    assert res.returncode == 2 and "give one of them" in res.stderr
+    nested = tmp_path / "a" / "b" / "c"
+    res = subprocess.run([sys.executable, "-m", "airside_perception.training.train", "--out-dir", str(nested),
+                          "--steps", "1", "--init", "segmentation=/nonexistent.pt"], capture_output=True, text=True)
+    assert res.returncode == 2 and not (tmp_path / "a").exists(), "no empty parent left either"
