@@ -3,7 +3,8 @@
 ``list``: one line per version under the engines root: accuracy recorded in the manifest (the
 synthetic test split), the person figure, latency on this machine where ``engine_tool bench``
 measured that very model (matched by its sha256 in the bench results), gate status (the gate
-report beside the manifest, against which base), precision, parameters, model size, how the
+report beside the manifest, against which base), precision, the share of zero weights (50 % for
+a 2:4-sparse model), parameters, model size, how the
 version is trusted (bundled, signed by a key, unsigned, revoked, expired) and whether it serves.
 
 ``compare``: two versions of one task side by side in one run, on the same clouds: accuracy
@@ -52,14 +53,20 @@ def _bench_latencies(bench_dir: str) -> Dict[str, Dict[str, object]]:
     return found
 
 
-def _parameters(model_path: str) -> Optional[int]:
+def _parameters(model_path: str):
+    """(parameters, share of zero weights in the weight tensors (2-D and up), e.g. 0.5 for 2:4), or Nones."""
     try:
         import onnx
+        from onnx import numpy_helper
 
         model = onnx.load(model_path, load_external_data=False)
-        return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+        params = int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+        weights = [numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) >= 2]
+        total = sum(w.size for w in weights)
+        zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
+        return params, (zeros / total if total else 0.0)
     except Exception:  # a listing never fails on one odd file
-        return None
+        return None, None
 
 
 def _gate(manifest: Manifest) -> str:
@@ -114,10 +121,12 @@ def list_versions(engines_root: str, tasks=TASKS, bench_dir: str = "bench_result
                 (manifest.metrics.get("ap") or {}).get("person") if task == "detection" else None
             lat = latencies.get(manifest.sha256)
             size = os.path.getsize(manifest.model_path) if os.path.isfile(manifest.model_path) else 0
+            params, sparsity = _parameters(manifest.model_path)
             row.update(accuracy=manifest.metrics.get(key), person=person,
                        p50_ms=lat and round(float(lat["p50"]), 2), p99_ms=lat and round(float(lat["p99"]), 2),
                        latency_from=lat and lat["file"], gate=_gate(manifest), precision=manifest.precision,
-                       parameters=_parameters(manifest.model_path), size_mb=round(size / 1e6, 2),
+                       parameters=params, sparsity=None if sparsity is None else round(sparsity, 3),
+                       size_mb=round(size / 1e6, 2),
                        trust=_trust(manifest, engines_root, trusted_keys_dir),
                        serving=bool(serving and serving.get(task) == name), sha256=manifest.sha256,
                        monitor=bool(manifest.monitor), not_after=manifest.not_after)
@@ -129,17 +138,18 @@ def list_table(rows: List[Dict[str, object]]) -> str:
     def fmt(v, spec=""):
         return "-" if v is None else format(v, spec) if spec else str(v)
 
-    head = ("task", "version", "accuracy", "person", "P50/P99 ms", "gate", "precision", "params", "MB", "trust",
-            "monitor", "serving")
+    head = ("task", "version", "accuracy", "person", "P50/P99 ms", "gate", "precision", "zeros", "params", "MB",
+            "trust", "monitor", "serving")
     lines = [head]
     for r in rows:
         if "problem" in r:
-            lines.append((r["task"], r["version"], str(r["problem"])[:100]) + ("",) * 9)
+            lines.append((r["task"], r["version"], str(r["problem"])[:100]) + ("",) * 10)
             continue
         name = ACCURACY[str(r["task"])][1]
         lat = f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}" if r["p50_ms"] is not None else "not measured"
         lines.append((r["task"], r["version"], f"{name} {fmt(r['accuracy'])}", fmt(r["person"]), lat, r["gate"],
-                      r["precision"], fmt(r["parameters"], ","), fmt(r["size_mb"]), r["trust"],
+                      r["precision"], "-" if r["sparsity"] is None else f"{100 * r['sparsity']:.0f} %",
+                      fmt(r["parameters"], ","), fmt(r["size_mb"]), r["trust"],
                       "yes" if r["monitor"] else "none", "SERVING" if r["serving"] else ""))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
