@@ -43,3 +43,17 @@ def test_report_and_plot(tmp_path):
     assert text.splitlines()[2] == "verdict: PASS" and "swap ok" in text
     soak.plot(minutes, str(tmp_path / "soak.png"))
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+def test_refused_swaps_fail_the_soak_and_a_rollback_the_watch_made_first_does_not():
+    minutes = _minutes(30)
+    minutes[3].events = ["swap ok"]
+    minutes[4].events = ["rollback refused: segmentation has no fallback engine (none since start or the last "
+                         "rollback): 2.2.0 keeps serving"]
+    minutes[7].events = ["swap ok"]
+    minutes[8].events = ["rollback ok"]
+    check = next(c for c in soak.verdict(minutes, _latencies(30)) if c.name == "swaps and rollbacks")
+    assert check.passed and "1 rolled back by the watch first" in check.detail
+    minutes[11].events = ["swap refused: 2.0.0 failed validation: too slow for this graph"]
+    check = next(c for c in soak.verdict(minutes, _latencies(30)) if c.name == "swaps and rollbacks")
+    assert not check.passed and "too slow" in check.detail
