@@ -72,9 +72,9 @@ build: $(STAMPS)/venv ## build messages and the package (catkin workspace under 
 	  -DPYTHON_EXECUTABLE=$(PY) -DCATKIN_ENABLE_TESTING=ON -DCMAKE_BUILD_TYPE=Release \
 	  > $(WS)/build.log 2>&1 || { tail -40 $(WS)/build.log; exit 1; }
 	@echo "catkin workspace built: $(WS)"
-	@# the offline tools straight from the venv: python -m airside_perception.tools.X and engine_tool on PATH
-	@printf '%s\n' "$(ROOT)/src" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/$(PKG).pth"
-	@printf '#!/bin/sh\n# the airside_perception offline toolchain (written by make setup)\nexec "%s" -m $(PKG).tools.engine_tool "$$@"\n' "$(PY)" > $(VENV)/bin/engine_tool
+	@# engine_tool on the venv's PATH, with the package's sources (no workspace needed)
+	@rm -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/$(PKG).pth"
+	@printf '#!/bin/sh\n# the airside_perception offline toolchain (written by make setup)\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m $(PKG).tools.engine_tool "$$@"\n' "$(ROOT)/src" "$(PY)" > $(VENV)/bin/engine_tool
 	@chmod +x $(VENV)/bin/engine_tool
 
 # --------------------------------------------------------------------------- tests

@@ -144,7 +144,10 @@ def settings_warnings(root: str, sensor_pose: str, intensity_max: float, sample:
     top, ground = 0.0, []
     pose = parse_sensor_pose(sensor_pose)
     for scan, _ in files:
-        points = np.fromfile(scan, dtype="<f4").reshape(-1, 4).astype(np.float32)
+        raw = np.fromfile(scan, dtype="<f4")
+        if raw.size % 4:
+            continue  # not x y z i records: the reader names that problem
+        points = raw.reshape(-1, 4).astype(np.float32)
         top = max(top, float(np.nanmax(points[:, 3])) if len(points) else 0.0)
         transform_points(points, pose)
         near = points[np.hypot(points[:, 0], points[:, 1]) < 20.0]

@@ -33,5 +33,7 @@ def test_negative_frame_count(tmp_path):
                     "must be 1 or more")
 
 
-def test_unwritable_path():
-    _one_line_error(_run("scan", "--seed", "1", "--out", "/nonexistent/dir/a.npz"), "does not exist")
+def test_unwritable_path(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a file where the folder would go: the folder cannot be created
+    _one_line_error(_run("scan", "--seed", "1", "--out", str(blocker / "dir" / "a.npz")), "cannot be created")
