@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from airside_perception import cli
 from airside_perception.ros.common import package_path
 
 NEURAL = ("/perception/segmentation", "/perception/detections", "/perception/occupancy")
@@ -212,13 +212,7 @@ def table(scenarios: Dict[str, Dict]) -> str:
 
 
 def machine() -> str:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {model or platform.processor()}, {platform.platform()}"
+    return cli.machine()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -325,10 +325,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for task, what in measured(host, args.backend, argv).items():
         metrics[task] = {**what, "data": f"synthetic {args.split} split", "scans": args.scans, **metrics[task]}
     host.close()
-    print(json.dumps(json_safe(metrics), indent=2, default=float))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(json_safe(metrics), fh, indent=2, default=float)
+    _emit(metrics, args.json)
     if args.write_manifest:
         for manifest in manifests:
             recorded = {k: v for k, v in metrics[manifest.task].items() if k not in ("by_range", "by_condition")
@@ -344,7 +341,6 @@ RUN_KEYS = ("version", "model_sha256", "precision", "backend", "machine", "comma
 
 def _main_own_data(args, argv=None) -> int:
     from airside_perception.evaluation import semantickitti
-    from airside_perception.frames import parse_sensor_pose
 
     if args.data.startswith("kitti:"):
         return _main_kitti_objects(args, argv)
@@ -358,32 +354,21 @@ def _main_own_data(args, argv=None) -> int:
         if not args.class_map:
             raise AirsideError("--data needs --class-map FILE (e.g. config/class_maps/semantickitti.yaml)")
         semantickitti.load_class_map(args.class_map)
-        parse_sensor_pose(args.sensor_pose)
-        if not args.intensity_max > 0:
-            raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
         semantickitti.scan_files(root)
-        warnings = semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max)
-        for line in warnings:
-            print(f"{PROG}: warning: {line}", file=sys.stderr)
-        manifest = store.load_version(args.engines_dir, "segmentation", args.versions["segmentation"])
-        host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
+        host, warnings = _own_data_host(args, "segmentation", root)
         metrics = evaluate_own_data(host, root, args.class_map, args.sensor_pose, args.intensity_max)
     except AirsideError as exc:
         cli.fail(PROG, str(exc), cli.code_of(exc))
     metrics["segmentation"] = {**measured(host, args.backend, argv)["segmentation"], **metrics["segmentation"],
                                "warnings": warnings}
     host.close()
-    print(json.dumps(json_safe(metrics), indent=2, default=float))
+    _emit(metrics, args.json)
     print(confusion_table(metrics["segmentation"]["confusion"]), file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(json_safe(metrics), fh, indent=2, default=float)
     return 0
 
 
 def _main_kitti_objects(args, argv=None) -> int:
-    from airside_perception.evaluation import kitti_object, semantickitti
-    from airside_perception.frames import parse_sensor_pose
+    from airside_perception.evaluation import kitti_object
 
     if args.task != "detection":
         cli.fail(PROG, "--data kitti:DIR holds labelled boxes (the KITTI object layout): pass --task detection "
@@ -395,26 +380,40 @@ def _main_kitti_objects(args, argv=None) -> int:
                                                "class_maps", "kitti_object.yaml")
     try:
         kitti_object.load_class_map(class_map)
-        parse_sensor_pose(args.sensor_pose)
-        if not args.intensity_max > 0:
-            raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
         kitti_object.scan_files(root)
-        warnings = semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max)
-        for line in warnings:
-            print(f"{PROG}: warning: {line}", file=sys.stderr)
-        manifest = store.load_version(args.engines_dir, "detection", args.versions["detection"])
-        host = PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)])
+        host, warnings = _own_data_host(args, "detection", root)
         metrics = evaluate_kitti_objects(host, root, class_map, args.sensor_pose, args.intensity_max)
     except AirsideError as exc:
         cli.fail(PROG, str(exc), cli.code_of(exc))
     metrics["detection"] = {**measured(host, args.backend, argv)["detection"], **metrics["detection"],
                             "warnings": warnings}
     host.close()
-    print(json.dumps(json_safe(metrics), indent=2, default=float))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(json_safe(metrics), fh, indent=2, default=float)
+    _emit(metrics, args.json)
     return 0
+
+
+def _own_data_host(args, task: str, root: str):
+    """The checked pose and scale of ``--data``, the warnings where they contradict the scans
+    (printed), and a host of the task's version: (host, warnings). Raises AirsideError."""
+    from airside_perception.evaluation import semantickitti
+    from airside_perception.frames import parse_sensor_pose
+
+    parse_sensor_pose(args.sensor_pose)
+    if not args.intensity_max > 0:
+        raise AirsideError(f"--intensity-max {args.intensity_max} must be positive (1.0 for 0..1 drivers)")
+    warnings = semantickitti.settings_warnings(root, args.sensor_pose, args.intensity_max)
+    for line in warnings:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    manifest = store.load_version(args.engines_dir, task, args.versions[task])
+    return PerceptionHost([store.open_engine(manifest, args.backend, intra_op_threads=2)]), warnings
+
+
+def _emit(metrics, json_path: Optional[str]) -> None:
+    """The metrics on stdout and, with --json, in that file (NaN as null)."""
+    print(json.dumps(json_safe(metrics), indent=2, default=float))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(json_safe(metrics), fh, indent=2, default=float)
 
 
 def json_safe(value):
