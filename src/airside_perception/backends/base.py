@@ -22,6 +22,9 @@ class Backend(abc.ABC):
     """
 
     name = "backend"
+    #: True where ``infer_device(feeds, stream_handle)`` takes arrays already on the GPU and
+    #: returns device arrays (the host's device frame loop needs it of every engine).
+    supports_device_buffers = False
 
     def __init__(self, model_path: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
         self.model_path = model_path

@@ -137,6 +137,7 @@ class TensorRTBackend(Backend):
     """Runs a serialized ``.engine``; dynamic dimensions must lie within profile 0."""
 
     name = "tensorrt"
+    supports_device_buffers = True
 
     def __init__(self, engine_path: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
         super().__init__(engine_path, inputs, outputs)

@@ -287,9 +287,17 @@ class FusedDecoder:
 
     def detection(self, heat_logits, regression) -> detection.Boxes:
         """(1, C, H, W) heatmap logits and (1, 8, H, W) regression on the device -> host boxes."""
+        self.detection_launch(heat_logits, regression)
+        self.cp.cuda.get_current_stream().synchronize()
+        return self.detection_collect()
+
+    def detection_launch(self, heat_logits, regression) -> None:
+        """The detection decode queued on the current stream, its read-back too (into pinned
+        memory); :meth:`detection_collect` reads it once the stream has got there."""
         cp, p = self.cp, self.det
         heat_logits = cp.ascontiguousarray(heat_logits, dtype=cp.float32)
         regression = cp.ascontiguousarray(regression, dtype=cp.float32)
+        self._pending = (heat_logits, regression)
         _, n_cls, h, w = heat_logits.shape
         self.header.fill(0)
         self._k["det_peaks"](_blocks(n_cls * h * w), (BLOCK,),
@@ -306,10 +314,16 @@ class FusedDecoder:
         self._k["nms_scan"]((1,), (32,), (self.header, cp.int32(self.capacity), cp.int32(self.top_n),
                                           cp.int32(p.max_detections), self.mask, cp.int32(self.words), self.boxes,
                                           self.scores, self.labels, self.out))
+        cp.cuda.runtime.memcpyAsync(self.host_out.ptr, self.out.data.ptr, self.out.nbytes,
+                                    cp.cuda.runtime.memcpyDeviceToHost, cp.cuda.get_current_stream().ptr)
+
+    def detection_collect(self) -> detection.Boxes:
+        """The boxes of the last :meth:`detection_launch` (count, boxes, candidates: the one
+        read-back), once its stream has reached the end of the launch."""
         host = np.frombuffer(self.host_out, np.float32, self.out.size)
-        self.out.get(out=host)  # the one read-back: count, boxes, candidates
         if int(host[-1]) > self.capacity:  # a saturated heatmap: the general algorithm
-            return detection.decode_centerpoint(heat_logits, regression, p, xp=cp)
+            heat_logits, regression = self._pending
+            return detection.decode_centerpoint(heat_logits, regression, self.det, xp=self.cp)
         n = int(host[0])
         rows = host[1:1 + 9 * n].reshape(n, 9)
         return detection.Boxes(rows[:, :7].copy(), rows[:, 7].astype(np.int64), rows[:, 8].copy())

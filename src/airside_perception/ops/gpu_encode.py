@@ -160,11 +160,15 @@ BLOCK = 256
 class FusedEncoder:
     """``encode(points)`` for one :class:`bev.BevSpec`, buffers reused between clouds."""
 
-    def __init__(self, spec: bev.BevSpec):
+    def __init__(self, spec: bev.BevSpec, reuse_outputs: bool = False):
+        """``reuse_outputs``: the returned arrays are views of buffers the next ``encode``
+        overwrites (the frame loop, which reads each frame back before the next); otherwise
+        each call returns arrays of its own."""
         import cupy as cp
 
         self.cp = cp
         self.spec = spec
+        self.reuse_outputs = reuse_outputs
         module = cp.RawModule(code=_SOURCE, options=("--std=c++14",))
         self._reset = module.get_function("reset")
         self._stats = module.get_function("pillar_stats")
@@ -187,9 +191,13 @@ class FusedEncoder:
         if n <= self._capacity:
             return
         cp = self.cp
-        cap = max(n, 1 << 17)
+        cap = max(n, 1 << 17, 2 * self._capacity)
         self.cell_of = cp.empty(cap, cp.int32)
         self.block_counts = cp.empty((cap + BLOCK - 1) // BLOCK, cp.int32)
+        self._kept = cp.empty(cap, cp.int64)
+        self._cells_out = cp.empty(cap, cp.int64)
+        self._feats = cp.empty((cap, bev.N_POINT_FEATURES), cp.float32)
+        self._raster = cp.empty((bev.N_BEV_FEATURES, self.spec.size * self.spec.size), cp.float32)
         self._capacity = cap
 
     def encode(self, points) -> bev.BevInput:
@@ -211,13 +219,15 @@ class FusedEncoder:
                                      f32(spec.z_min_m), f32(spec.z_max_m), cp.int32(s), self.cell_of, self.count,
                                      self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.totals))
         self._above(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.zmin, self.above, self.block_counts))
-        out = cp.empty((bev.N_BEV_FEATURES, cells), cp.float32)
+        reuse = self.reuse_outputs
+        out = self._raster if reuse else cp.empty((bev.N_BEV_FEATURES, cells), cp.float32)
         self._raster(cell_grid, (BLOCK,),
                      (cp.int32(cells), self.count, self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.above,
                       f32(spec.intensity_max), out, self.zmean32))
-        kept = cp.empty(n, cp.int64)  # sized for every point: no read-back between the kernels
-        cells_out = cp.empty(n, cp.int64)
-        feats = cp.empty((n, bev.N_POINT_FEATURES), cp.float32)
+        # sized for every point: no read-back between the kernels
+        kept = self._kept[:n] if reuse else cp.empty(n, cp.int64)
+        cells_out = self._cells_out[:n] if reuse else cp.empty(n, cp.int64)
+        feats = self._feats[:n] if reuse else cp.empty((n, bev.N_POINT_FEATURES), cp.float32)
         self._feats(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.block_counts, self.zmin, self.zmean32,
                                      f32(spec.intensity_max), kept, cells_out, feats))
         pillars, k = (int(v) for v in self.totals.get())  # the one read-back, at the end: output sizes

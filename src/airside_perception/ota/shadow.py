@@ -233,6 +233,9 @@ def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_lat
                 report.stopped = f"no clouds for {NO_CLOUDS_S:.0f} s"
                 break
             continue
+        if latest.bev is None:  # a device frame: ask the host to read its input back from now on
+            host.keep_host_input = True
+            continue
         seen, last_new = latest.number, now
         recent.append(latest.total_ms > frame_deadline_ms)
         if sum(recent) >= PRESSURE_LATE:
@@ -283,6 +286,7 @@ def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_lat
         if progress is not None and report.clouds % 10 == 0:
             _fill(report, comparison, pairs, live_p99(), budget_ms, max_latency_factor, start)
             progress(report)
+    host.keep_host_input = False
     _fill(report, comparison, pairs, live_p99(), budget_ms, max_latency_factor, start)
     report.failures += _gate_failures(report)
     return report

@@ -19,6 +19,7 @@ import numpy as np
 from airside_perception.errors import AirsideError, ConfigError
 from airside_perception.ops.bev import BevInput, BevSpec
 from airside_perception.ops.gpu import PreprocessingDevice
+from airside_perception.pipelines.device_loop import DeviceFrameError, DeviceFrameLoop, supports_device
 from airside_perception.pipelines.tasks import TaskEngine, TaskResult
 from airside_perception.pipelines.trust import TrustScore, input_features
 
@@ -40,6 +41,8 @@ class FrameResult:
     input_features: Dict[str, float] = field(default_factory=dict)  # trust monitor statistics of the cloud
     trust: Dict[str, TrustScore] = field(default_factory=dict)  # per task with a calibrated monitor
     monitor_ms: float = 0.0
+    parts: Dict[str, float] = field(default_factory=dict)  # device frames: upload, encode, per task, read-back
+    frame_loop: str = "host"  # "device": upload, engines and decodes on the device, one read-back
 
     def features(self, task: str) -> Dict[str, float]:
         """Every monitor statistic of ``task`` for this cloud (input and the task's outputs)."""
@@ -52,7 +55,7 @@ class LatestFrame:
     """The newest frame's encoded input and results, for work beside the frames (shadow runs)."""
 
     number: int
-    bev: BevInput
+    bev: Optional[BevInput]  # None for a device frame unless ``keep_host_input`` was set
     results: Dict[str, TaskResult]
     total_ms: float
 
@@ -78,7 +81,10 @@ class EngineSlot:
 class PerceptionHost:
     """Runs the configured tasks on each cloud; never raises on a task's failure."""
 
-    def __init__(self, engines: Sequence[TaskEngine], preprocessing_device: str = "cpu"):
+    def __init__(self, engines: Sequence[TaskEngine], preprocessing_device: str = "cpu", frame_device=None):
+        """``preprocessing_device`` ``gpu``: frames run on the device loop (``pipelines.device_loop``)
+        while every serving engine takes device buffers, else the encoding alone runs there.
+        ``frame_device``: the device of that loop (default: the CUDA device when ``gpu``)."""
         if not engines:
             raise ConfigError("no task configured: set 'tasks' to one or more of segmentation, detection, occupancy")
         specs = {e.task: e.bev_spec for e in engines}
@@ -89,6 +95,21 @@ class PerceptionHost:
                                   "all hosted engines must share one BEV grid")
         self.slots: Dict[str, EngineSlot] = {e.task: EngineSlot(e) for e in engines}
         self.preprocessing = PreprocessingDevice(preprocessing_device)
+        self.keep_host_input = False  # device frames also read their encoded input back (shadow runs)
+        self._device_loop: Optional[DeviceFrameLoop] = None
+        self.frame_loop_reason = "preprocessing_device is cpu"
+        if frame_device is None and self.preprocessing.device == "gpu":
+            try:
+                from airside_perception.ops.device import CudaDevice
+
+                frame_device = CudaDevice()
+            except Exception as exc:  # no CuPy or no usable device: the host path
+                self.frame_loop_reason = f"no CUDA frame device ({type(exc).__name__}: {exc})"
+        elif self.preprocessing.device != "gpu" and frame_device is None:
+            self.frame_loop_reason = self.preprocessing.fallback_reason or "preprocessing_device is cpu"
+        if frame_device is not None:
+            self._device_loop = DeviceFrameLoop(frame_device, self.bev_spec)
+            self.frame_loop_reason = ""
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="task")
         self._idle = threading.Event()  # set between frames
         self._idle.set()
@@ -144,11 +165,23 @@ class PerceptionHost:
                 self._last_frame_end = time.monotonic()
                 self._frame_end.notify_all()
 
+    def frame_loop(self) -> str:
+        """Where frames run now, in words (for diagnostics)."""
+        if self._device_loop is not None:
+            engines = {task: slot.get() for task, slot in self.slots.items()}
+            if supports_device(engines):
+                return f"device ({self._device_loop.device.name})"
+            hosts = sorted(t for t, e in engines.items() if not getattr(e.backend, "supports_device_buffers", False))
+            return f"host: {', '.join(hosts)} take host arrays only"
+        return f"host: {self.frame_loop_reason}"
+
     def _process(self, points: np.ndarray) -> FrameResult:
         start = time.perf_counter()
+        engines = {task: slot.get() for task, slot in self.slots.items()}
+        if self._device_loop is not None and supports_device(engines):
+            return self._process_on_device(points, engines, start)
         bev: BevInput = self.preprocessing.encode(points, self.bev_spec)
         pre_ms = (time.perf_counter() - start) * 1e3
-        engines = {task: slot.get() for task, slot in self.slots.items()}
         futures = {task: self._pool.submit(engine.run, bev) for task, engine in engines.items()}
         monitor_start = time.perf_counter()
         stats = input_features(bev, self.bev_spec)  # while the engines run: off the frame's critical path
@@ -171,6 +204,28 @@ class PerceptionHost:
         return FrameResult(results, errors, pre_ms, (end - start) * 1e3, len(points), len(bev.kept),
                            bev.overflow_points, {t: e.version for t, e in engines.items()}, stats, trust,
                            monitor_ms + (end - scoring_start) * 1e3)
+
+    def _process_on_device(self, points: np.ndarray, engines: Dict[str, TaskEngine], start: float) -> FrameResult:
+        versions = {t: e.version for t, e in engines.items()}
+        try:
+            frame = self._device_loop.run(np.ascontiguousarray(points, dtype=np.float32), engines,
+                                          keep_input=self.keep_host_input)
+        except DeviceFrameError as exc:  # the device is gone for this process: every later frame on the host
+            self._device_loop = None
+            self.frame_loop_reason = f"{exc}; frames run on the host path since"
+            LOG.error("%s", self.frame_loop_reason)
+            total_ms = (time.perf_counter() - start) * 1e3
+            return FrameResult({}, {t: str(exc) for t in engines}, 0.0, total_ms, len(points), 0, 0, versions)
+        scoring_start = time.perf_counter()
+        trust = {task: engines[task].monitor.score({**frame.input_features, **result.features})
+                 for task, result in frame.results.items() if engines[task].monitor is not None}
+        end = time.perf_counter()
+        total_ms = (end - start) * 1e3
+        self._latest = LatestFrame(self._frames_done + 1, frame.host_bev, frame.results, total_ms)
+        pre_ms = frame.parts["upload_ms"] + frame.parts["encode_ms"]
+        return FrameResult(frame.results, frame.errors, pre_ms, total_ms, len(points), len(frame.bev.kept),
+                           frame.bev.overflow_points, versions, frame.input_features, trust,
+                           (end - scoring_start) * 1e3, frame.parts, "device")
 
     def take_down(self, task: str) -> None:
         """Stops running ``task``; its engine is released once the frame in flight is done."""

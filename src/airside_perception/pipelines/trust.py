@@ -88,24 +88,79 @@ def input_features(bev: BevInput, spec: BevSpec) -> Dict[str, float]:
     return out
 
 
+def input_features_on_device(bev: BevInput, spec: BevSpec, xp) -> Dict[str, Any]:
+    """:func:`input_features` where the raster is (the GPU): masked sums and sorts of fixed
+    size instead of boolean selections, so nothing waits for the device. Returns 0-d ``xp``
+    arrays (NaN where :func:`input_features` gives NaN) for the frame's one read-back; equal to
+    :func:`input_features` up to float rounding (sums in another order)."""
+    raster = bev.bev[0].reshape(bev.bev.shape[1], -1)  # (8, S*S)
+    xs, ys, ring = (xp.asarray(a) for a in _pillar_geometry(spec))
+    nan = xp.float32(float("nan"))
+    occupied = raster[0] > 0
+    n_occ = occupied.sum()
+    floor = raster[3] * 4.0
+    near = occupied & ring
+    n_near = near.sum()
+    ground = _masked_quantile(floor, near, 0.2, xp)
+    low = near & (floor < ground + 0.5)
+    n_low = low.sum()
+    zl = xp.where(low, floor - _masked_mean(floor, low, xp), 0.0)
+    tilt = [xp.where((n_occ >= 50) & (n_near >= 50) & (n_low >= 50), _masked_slope(c, zl, low, xp), nan)
+            for c in (xs, ys)]
+    enough = n_occ >= 50
+    out = {
+        "ground_z_m": xp.where(enough & (n_near >= 50), ground, nan),
+        "ground_tilt_x": tilt[0], "ground_tilt_y": tilt[1],
+        "intensity_mean": xp.where(enough, _masked_mean(raster[6], occupied, xp), nan),
+        "intensity_median": xp.where(enough, _masked_quantile(raster[6], occupied, 0.5, xp), nan),
+        "log_points": xp.where(enough, xp.log10(xp.float64(len(bev.kept) + 1)), nan),
+        "log_points_per_pillar": xp.where(enough, _masked_mean(raster[1], occupied, xp) * 4.0, nan),
+        "tall_pillar_share": xp.where(enough, _masked_mean((raster[2] * 4.0 > TALL_PILLAR_M).astype(xp.float32),
+                                                           occupied, xp), nan),
+    }
+    return out
+
+
+def _masked_mean(values, mask, xp):
+    return xp.where(mask, values, 0).sum(dtype=xp.float64) / xp.maximum(mask.sum(), 1)
+
+
+def _masked_quantile(values, mask, q: float, xp):
+    """NumPy's default (linear) quantile of ``values[mask]``, from a sort of fixed size."""
+    ordered = xp.sort(xp.where(mask, values, xp.inf))
+    n = mask.sum()
+    position = q * (xp.maximum(n, 1) - 1).astype(xp.float64)
+    lower = xp.floor(position).astype(xp.int64)
+    upper = xp.minimum(lower + 1, xp.maximum(n - 1, 0))
+    a, b = (xp.where(n > 0, xp.take(ordered, i).astype(xp.float64), xp.nan) for i in (lower, upper))
+    return a + (b - a) * (position - lower)
+
+
+def _masked_slope(coord, z_centred, mask, xp):
+    c = xp.where(mask, coord - _masked_mean(coord, mask, xp), 0.0)
+    return (c * z_centred).sum() / xp.maximum((c * c).sum(), 1.0)
+
+
 def _slope(coord: np.ndarray, z_centred: np.ndarray) -> float:
     """Least-squares rise over run of ``z`` along ``coord`` (metres per metre)."""
     c = coord - coord.mean()
     return float(np.dot(c, z_centred) / max(float(np.dot(c, c)), 1.0))
 
 
-def segmentation_features(top_logits: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
-    """top_logits, probabilities (K,) float32: each point's largest logit and its softmax."""
+def segmentation_features(top_logits: np.ndarray, probabilities: np.ndarray, scalar=float) -> Dict[str, float]:
+    """top_logits, probabilities (K,) float32: each point's largest logit and its softmax.
+    ``scalar`` turns each 0-d result into the value returned (the device path keeps arrays)."""
     if len(top_logits) == 0:
         return {k: float("nan") for k in OUTPUT_FEATURES["segmentation"]}
-    return {"seg_max_logit": float(top_logits.mean()), "seg_undecided_share": float((probabilities < 0.9).mean())}
+    return {"seg_max_logit": scalar(top_logits.mean()), "seg_undecided_share": scalar((probabilities < 0.9).mean())}
 
 
-def cell_features(prefix: str, probability: np.ndarray, peaks: Optional[np.ndarray] = None) -> Dict[str, float]:
+def cell_features(prefix: str, probability: np.ndarray, peaks: Optional[np.ndarray] = None,
+                  scalar=float) -> Dict[str, float]:
     """probability: any shape, 0..1 per cell; peaks: the largest logits (detection)."""
-    out = {f"{prefix}_undecided_share": float(((probability > 0.1) & (probability < 0.6)).mean())}
+    out = {f"{prefix}_undecided_share": scalar(((probability > 0.1) & (probability < 0.6)).mean())}
     if peaks is not None:
-        out[f"{prefix}_peak_logit"] = float(np.mean(peaks)) if len(peaks) else float("nan")
+        out[f"{prefix}_peak_logit"] = scalar(peaks.mean()) if len(peaks) else float("nan")
     return out
 
 

@@ -49,7 +49,8 @@ class PreprocessingTask(_HostTask):
         if device.fallback_reason:
             level, message = max(level, WARN), f"{device.fallback_reason}; {message}"
         return level, message, {**common.percentile_values("preprocessing", pre), "budget (ms)": budget_ms,
-                                "device": device.device, "requested device": device.requested}
+                                "device": device.device, "requested device": device.requested,
+                                "frame loop": n.host.frame_loop()}
 
 
 class EndToEndTask(_HostTask):
