@@ -4,8 +4,8 @@
     PYTHONPATH=src python3 scripts/gpu_cycle.py --kitti DIR --out docs/results/gpu_path.json
 
 The cloud starts on the GPU (its pinned copy is timed by ``check_gpu_ops.py``). Encoding: the
-fused kernels of ``ops.gpu_encode``. Networks: the default versions' PyTorch weights
-(``models/``), each captured once as a CUDA graph over fixed-size inputs (segmentation's points
+fused kernels of ``ops.gpu_encode``. Networks: the configured default versions' PyTorch weights
+(``models/<task>-<version>.pt``), each captured once as a CUDA graph over fixed-size inputs (segmentation's points
 padded to ``--capacity``), a stand-in for the TensorRT engines, which cannot be installed here;
 with ``--streams`` the three graphs replay on three CUDA streams. Decode on the GPU (CuPy, on
 the networks' outputs through DLPack, no copy): the fused kernels of ``ops.gpu_decode``
@@ -37,11 +37,24 @@ from airside_perception.ops import bev, detection, occupancy, segmentation  # no
 from airside_perception.pipelines import store  # noqa: E402
 from airside_perception.pipelines.tasks import TaskEngine  # noqa: E402
 from airside_perception.sim.world import make_scan  # noqa: E402
+from airside_perception.tools.bench import configured_versions  # noqa: E402
 
 ROOT = os.path.join(HERE, "..")
-WEIGHTS = {"segmentation": ("1.4.0", "models/segmentation-1.0.0.pt"),
-           "detection": ("1.0.0", "models/detection-1.0.0.pt"),
-           "occupancy": ("1.1.0", "models/occupancy-1.1.0.pt")}
+
+
+def default_weights():
+    """task -> (version, PyTorch weights) of the versions the inference host is configured with."""
+    out = {}
+    for task, version in configured_versions().items():
+        path = os.path.join("models", f"{task}-{version}.pt")
+        if not os.path.isfile(os.path.join(ROOT, path)):
+            raise SystemExit(f"{path} is missing: the configured {task} {version} has no PyTorch weights to "
+                             f"stand in for its TensorRT engine")
+        out[task] = (version, path)
+    return out
+
+
+WEIGHTS = default_weights()
 
 
 def load_clouds(kitti_root):
@@ -248,7 +261,7 @@ def main() -> int:
         results[key] = {p: summary(v) for p, v in parts.items()}
         print(key, results[key], "decode equal so far:", all_equal, flush=True)
     best = min(results, key=lambda k: results[k]["cycle"]["p99_ms"])
-    cycle = {"points": int(len(big)), "best": best, "p50_ms": results[best]["cycle"]["p50_ms"],
+    cycle = {"points": int(len(big)), "versions": {t: v for t, (v, _) in WEIGHTS.items()}, "best": best, "p50_ms": results[best]["cycle"]["p50_ms"],
              "p99_ms": results[best]["cycle"]["p99_ms"], "variants": results, "decode_equal_to_numpy": all_equal,
              "networks": "PyTorch CUDA graphs of the default versions' weights (stand-in for TensorRT)",
              "host_steps": "one read-back of two integers after encoding (output sizes); one read-back of "

@@ -148,3 +148,23 @@ SIMPLEX = {
     "watchdog_max_age_ms": Key(float, "the safety watchdog is ERROR when the newest obstacles output is older",
                                lo=50.0, hi=10_000.0),
 }
+
+DATA_RECORDER = {
+    **CPU,
+    "recordings_dir": Key(str, "where the bags and index.jsonl go (launch arg recordings_dir)", min_length=1),
+    "max_bytes": Key(float, "disk quota of recordings_dir: the oldest recordings go first", lo=1e6, hi=1e13),
+    "min_free_bytes": Key(float, "left free on the disk whatever the quota", lo=0.0, hi=1e13),
+    "context_before": Key(int, "clouds recorded before a trigger", lo=0, hi=100),
+    "context_after": Key(int, "clouds recorded after a trigger", lo=0, hi=100),
+    "ring_clouds": Key(int, "clouds held in memory for the context (bounded memory)", lo=2, hi=500),
+    "max_event_clouds": Key(int, "longest recording, clouds: a trigger inside one extends it up to this", lo=1,
+                            hi=10_000),
+    "flush_s": Key(float, "a recording closes this long after the clouds stop", lo=0.1, hi=600.0),
+    "min_interval_s": Key(dict, "seconds between two recordings of one trigger, per trigger"),
+    "near_field_m": Key(float, "an obstacle this close seen by one path only is a near_field_disagreement",
+                        lo=0.5, hi=200.0),
+    "max_mark_s": Key(float, "longest recording /data_recorder/mark accepts", lo=1.0, hi=3600.0),
+    "queue_events": Key(int, "recordings waiting for the writer; a full queue drops the newest (counted)", lo=1,
+                        hi=100),
+    "diagnostics_period_s": DIAGNOSTICS_PERIOD_S,
+}
