@@ -196,8 +196,8 @@ class FusedEncoder:
         self.block_counts = cp.empty((cap + BLOCK - 1) // BLOCK, cp.int32)
         self._kept = cp.empty(cap, cp.int64)
         self._cells_out = cp.empty(cap, cp.int64)
-        self._feats = cp.empty((cap, bev.N_POINT_FEATURES), cp.float32)
-        self._raster = cp.empty((bev.N_BEV_FEATURES, self.spec.size * self.spec.size), cp.float32)
+        self._feats_out = cp.empty((cap, bev.N_POINT_FEATURES), cp.float32)
+        self._raster_out = cp.empty((bev.N_BEV_FEATURES, self.spec.size * self.spec.size), cp.float32)
         self._capacity = cap
 
     def encode(self, points) -> bev.BevInput:
@@ -220,14 +220,14 @@ class FusedEncoder:
                                      self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.totals))
         self._above(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.zmin, self.above, self.block_counts))
         reuse = self.reuse_outputs
-        out = self._raster if reuse else cp.empty((bev.N_BEV_FEATURES, cells), cp.float32)
+        out = self._raster_out if reuse else cp.empty((bev.N_BEV_FEATURES, cells), cp.float32)
         self._raster(cell_grid, (BLOCK,),
                      (cp.int32(cells), self.count, self.zmax, self.zmin, self.imax, self.zsum, self.isum, self.above,
                       f32(spec.intensity_max), out, self.zmean32))
         # sized for every point: no read-back between the kernels
         kept = self._kept[:n] if reuse else cp.empty(n, cp.int64)
         cells_out = self._cells_out[:n] if reuse else cp.empty(n, cp.int64)
-        feats = self._feats[:n] if reuse else cp.empty((n, bev.N_POINT_FEATURES), cp.float32)
+        feats = self._feats_out[:n] if reuse else cp.empty((n, bev.N_POINT_FEATURES), cp.float32)
         self._feats(grid, (BLOCK,), (points, cp.int64(n), self.cell_of, self.block_counts, self.zmin, self.zmean32,
                                      f32(spec.intensity_max), kept, cells_out, feats))
         pillars, k = (int(v) for v in self.totals.get())  # the one read-back, at the end: output sizes

@@ -22,6 +22,7 @@ tells the host to leave the device path.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -96,12 +97,15 @@ class DeviceFrameLoop:
         """points (N, 4) float32, base_link, host memory. Raises :class:`DeviceFrameError`."""
         d, xp = self.device, self.device.xp
         marks = d.marks()
+        cpu = [("start", time.perf_counter())]  # where the issuing thread's time goes
         marks.record("start")
         with d.main:
             cloud = d.upload(points)
             marks.record("upload")
+            cpu.append(("upload", time.perf_counter()))
             bev = self.encoder.encode(cloud)
             marks.record("encode")
+            cpu.append(("encode", time.perf_counter()))
         launched: Dict[str, _Launched] = {}
         errors: Dict[str, str] = {}
         for task, engine in engines.items():
@@ -114,8 +118,10 @@ class DeviceFrameLoop:
             except Exception as exc:  # this task's failure, reported; the others go on
                 errors[task] = f"{type(exc).__name__}: {exc}"
                 LOG.warning("task %s failed on the device: %s", task, errors[task])
+            cpu.append((task, time.perf_counter()))
         with d.main:
             stats = trust.input_features_on_device(bev, self.spec, xp)
+            cpu.append(("input_statistics", time.perf_counter()))
             for stream in (self._streams[t] for t in launched):
                 d.main.wait(stream)
             arrays = {"input": xp.stack([xp.asarray(v, dtype=xp.float64) for v in stats.values()])}
@@ -126,14 +132,17 @@ class DeviceFrameLoop:
             if keep_input:
                 arrays.update({"bev.bev": bev.bev, "bev.kept": bev.kept, "bev.point_cells": bev.point_cells,
                                "bev.point_features": bev.point_features})
+            cpu.append(("gather", time.perf_counter()))
             try:
                 host = d.read_back(arrays)
             except Exception as exc:
                 raise DeviceFrameError(f"the device failed the frame at the read-back: {type(exc).__name__}: {exc}") \
                     from exc
             marks.record("end")
+        cpu.append(("read_back", time.perf_counter()))
         frame = DeviceFrame({}, errors, bev, dict(zip(stats, (float(v) for v in host["input"]))))
         frame.parts = self._parts(marks, launched)
+        frame.parts.update({f"cpu.{name}_ms": (t - cpu[k][1]) * 1e3 for k, (name, t) in enumerate(cpu[1:])})
         for task, item in launched.items():
             self._finish(task, item, host, frame)
         if keep_input:

@@ -204,6 +204,19 @@ def _parser() -> cli.Parser:
     p.add_argument("--intensity-max", type=float, default=255.0, help="with --data: the scans' intensity range")
     p.add_argument("--out-dir", default=None, help="default bench_results/compare-<task>-<A>-<B>")
 
+    p = sub.add_parser("curate", help="what the data recorder recorded and why, and the chosen clouds exported "
+                                      "for labelling (SemanticKITTI layout with pre-labels)")
+    p.add_argument("--recordings", required=True, help="the recorder's recordings_dir (holds index.jsonl)")
+    p.add_argument("--out", required=True, help="export directory: velodyne/, labels/, class_map.yaml, summary.*")
+    p.add_argument("--triggers", nargs="*", default=[], help="only recordings with one of these triggers")
+    p.add_argument("--context", action="store_true", help="export the context clouds too, not only triggered ones")
+    p.add_argument("--pre-labels", default="auto", choices=["auto", "serving", "baseline", "teacher"],
+                   help="the source in labels/ (auto: the teacher where PyTorch runs, else the serving engine)")
+    p.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="pose of the clouds' frame in base_link, for the "
+                   "teacher: \"x y z roll pitch yaw\"")
+    p.add_argument("--intensity-max", type=float, default=255.0, help="the recorded clouds' intensity range")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
     p = sub.add_parser("bench", help="P50/P99/max latency of every engine and of the three together")
     p.add_argument("rest", nargs="*", help="arguments of airside_perception.tools.bench")
     return parser
@@ -220,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return {"export": _export, "build": _build, "quantize": _quantize, "validate": _validate, "compress": _compress,
                 "calibrate-monitor": _calibrate_monitor, "keygen": _keygen, "fold": _fold, "sign": _sign,
                 "audit": _audit, "shadow-report": _shadow_report, "revoke": _revoke, "trust": _trust,
-                "bundle": _bundle, "list": _list, "compare": _compare}[args.verb](args)
+                "bundle": _bundle, "list": _list, "compare": _compare, "curate": _curate}[args.verb](args)
     except AirsideError as exc:
         cli.fail(PROG, str(exc), cli.code_of(exc))
 
@@ -520,6 +533,16 @@ def _list(args) -> int:
 
     args.state_file = args.state_file or versions.default_state_file()
     return versions.main_list(args)
+
+
+def _curate(args) -> int:
+    from airside_perception.tools import curate
+
+    summary = curate.curate(args.recordings, args.out, args.triggers, args.context, args.pre_labels,
+                            args.sensor_pose, args.intensity_max, overwrite=args.overwrite)
+    print(curate.table(summary))
+    print(f"wrote {args.out}/velodyne, labels, class_map.yaml, summary.json, summary.png")
+    return 0
 
 
 def _compare(args) -> int:
