@@ -76,8 +76,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kitti", required=True)
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--sparse", default=VERSIONS["2.2.0-sparse"], help="the 2:4 network (default: the shipped one)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    VERSIONS["2.2.0-sparse"] = args.sparse
     import torch
 
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -93,7 +95,7 @@ def main() -> int:
 
     from airside_perception.training import checkpoint
 
-    nets = {v: checkpoint.load_network("segmentation", os.path.join(ROOT, p)).to(dev).eval()
+    nets = {v: checkpoint.load_network("segmentation", p if os.path.isabs(p) else os.path.join(ROOT, p)).to(dev).eval()
             for v, p in VERSIONS.items()}
     result = {"device": torch.cuda.get_device_name(0), "points": int(len(scans[big].points)),
               "encoded_points": int(len(encoded[big].kept)), "versions": {}}

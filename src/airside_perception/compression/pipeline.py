@@ -291,7 +291,8 @@ class Compressor:
             cand.close()
             write_reports(report, os.path.join(manifest.directory, "gate_report"), manifest)
             metrics = dict(report["candidate_metrics"], split="test", scans=r.eval_scans)
-            write_manifest(manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(metrics)}),
+            sparse = {"sparsity": "2:4"} if step == "sparsity" else {}  # the mask held through the fine-tune
+            write_manifest(manifest.__class__(**{**manifest.__dict__, "metrics": _rounded(metrics), **sparse}),
                            manifest.directory)
             rows.append(_row(step, version, net, manifest, report))
         base_engine.close()

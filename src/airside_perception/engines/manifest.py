@@ -60,6 +60,7 @@ class Manifest:
     monitor: Mapping[str, Any] = field(default_factory=dict)  # distribution-shift limits, engine_tool calibrate-monitor
     directory: str = ""
     not_after: str = ""  # ISO date after which no door opens this version ('' : no end), set by the signer
+    sparsity: str = ""  # "2:4": every weight group of four holds at most two non-zeros (TensorRT --sparsity)
 
     @property
     def model_path(self) -> str:
@@ -131,7 +132,16 @@ def parse_manifest(data: Any, directory: str, source: str = MANIFEST_NAME) -> Ma
         class_names=tuple(str(c) for c in _require(data, "class_names", list, source)),
         metrics=data.get("metrics") or {}, validation=data.get("validation") or {},
         precision=str(model.get("precision", "fp32")), format_version=fmt, directory=directory,
-        monitor=_optional_mapping(data, "monitor", source), not_after=parse_not_after(data.get("not_after"), source))
+        monitor=_optional_mapping(data, "monitor", source), not_after=parse_not_after(data.get("not_after"), source),
+        sparsity=_sparsity(model.get("sparsity", ""), source))
+
+
+def _sparsity(value: Any, source: str) -> str:
+    if value in ("", None):
+        return ""
+    if value != "2:4":
+        raise ManifestError(f"{source}: model.sparsity {value!r} must be \"2:4\" or absent")
+    return "2:4"
 
 
 def parse_not_after(value: Any, source: str = MANIFEST_NAME) -> str:
@@ -242,7 +252,8 @@ def write_manifest(manifest: Manifest, version_dir: str) -> str:
 
     data: Dict[str, Any] = {
         "format_version": manifest.format_version, "task": manifest.task, "version": manifest.version,
-        "model": {"file": manifest.model_file, "sha256": manifest.sha256, "precision": manifest.precision},
+        "model": {"file": manifest.model_file, "sha256": manifest.sha256, "precision": manifest.precision,
+                  **({"sparsity": manifest.sparsity} if manifest.sparsity else {})},
         "inputs": tensors(manifest.inputs), "outputs": tensors(manifest.outputs),
         "preprocessing": dict(manifest.preprocessing), "postprocessing": dict(manifest.postprocessing),
         "class_names": list(manifest.class_names), "metrics": _plain(manifest.metrics),
