@@ -169,8 +169,11 @@ def _drop_gates(task: str, base: Dict, cand: Dict) -> List[Gate]:
 
 
 def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frames: int, budget_ms: float,
-              split: str = "test", progress: bool = True) -> Dict[str, object]:
-    """Compares ``candidate`` with ``baseline`` and returns the report (``passed`` and every gate)."""
+              split: str = "test", progress: bool = True, shifted_scans: Optional[int] = None,
+              kitti_dir: Optional[str] = None) -> Dict[str, object]:
+    """Compares ``candidate`` with ``baseline`` and returns the report (``passed`` and every gate).
+    ``shifted_scans``: scans of each simulated shifted source (``evaluation.shifted``; default a
+    quarter of ``n_scans``, at least 10; 0 leaves the shifted-data gate out)."""
     from tqdm import tqdm
 
     task = candidate.task
@@ -204,11 +207,18 @@ def run_gates(baseline: TaskEngine, candidate: TaskEngine, n_scans: int, n_frame
     failures, longest_ok = _soak(candidate, n_frames, progress)
     gates.append(Gate("no_inference_failure", failures == 0, float(failures), 0.0,
                       f"{failures} failed or non-finite frames of {n_frames} consecutive ones"))
+    shifted_report = None
+    n_shifted = max(10, n_scans // 4) if shifted_scans is None else shifted_scans
+    if n_shifted:
+        from airside_perception.evaluation.shifted import shifted_gates
+
+        more, shifted_report = shifted_gates(baseline, candidate, n_shifted, kitti_dir, progress)
+        gates += [Gate(**g) for g in more]
     return {"task": task, "baseline_version": baseline.version, "candidate_version": candidate.version,
             "candidate_sha256": candidate.manifest.sha256, "split": split, "scans": n_scans, "frames": n_frames,
             "passed": all(g.passed for g in gates), "gates": [asdict(g) for g in gates],
             "baseline_metrics": base, "candidate_metrics": cand,
-            "latency_ms": latency,
+            "latency_ms": latency, "shifted": shifted_report,
             "confusion": runs["candidate"].seg.confusion.tolist() if task == "segmentation" else None}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
@@ -28,8 +28,10 @@ START_STAMP_S = 1_700_000_000.0
 
 def write_bag(path: str, seed: int, frames: int, density: str = "default",
               period_s: float = 0.1, compression: str = "bz2",
-              progress: Optional[Callable[[int], None]] = None, sensor: Optional[SensorFrame] = None) -> int:
-    """Writes ``frames`` scans of scene ``seed`` to ``path``; returns the number written.
+              progress: Optional[Callable[[int], None]] = None, sensor: Optional[SensorFrame] = None,
+              scans: Optional[Iterable] = None) -> int:
+    """Writes ``frames`` scans of scene ``seed`` to ``path`` (or the given ``scans``, e.g. another
+    site's: ``sim.sites``); returns the number written.
 
     Ground truth goes on ``/airside_av/ground_truth/*`` with the cloud's stamp:
     labels as ``SemanticPointCloud`` (model_version ``ground_truth``), every object as a
@@ -46,7 +48,10 @@ def write_bag(path: str, seed: int, frames: int, density: str = "default",
     grid = world.OCCUPANCY_GRID
     written = 0
     with rosbag.Bag(path, "w", compression=compression) as bag:
-        for k, scan in enumerate(world.sequence(seed, frames, density, period_s)):
+        source = scans if scans is not None else world.sequence(seed, frames, density, period_s)
+        for k, scan in enumerate(source):
+            if k >= frames:
+                break
             stamp = rospy.Time.from_sec(START_STAMP_S + k * period_s)
             header = convert.header_of(stamp, FRAME_ID, seq=k)
             points = scan.points if sensor.frame_id == FRAME_ID else sensor.cloud(scan.points)

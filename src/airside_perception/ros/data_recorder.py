@@ -39,7 +39,9 @@ from airside_perception.stats import ERROR, OK, WARN
 NODE = "data_recorder"
 #: Topics kept as the bytes they arrived in (decoded only when written).
 RAW_TOPICS = ("perception/segmentation", "perception/occupancy", "baseline/segmentation", "baseline/occupancy",
-              "perception/obstacles", "perception/safety_grid")
+              "perception/obstacles", "perception/safety_grid",
+              # the simulator's ground truth, where a simulated drive publishes it (the data loop's labeller)
+              "airside_av/ground_truth/labels", "airside_av/ground_truth/objects")
 TYPED_TOPICS = {"perception/detections": Detection3DArray, "baseline/obstacles": Detection3DArray,
                 "inference_host/status": InferenceStatus, "simplex/status": SimplexStatus}
 

