@@ -74,7 +74,8 @@ def test_the_node_parameter_tables_name_exactly_the_schema_keys():
         | {f"{s}.{k}" for s, sub in (("ground", node_configs.BASELINE_GROUND),
                                      ("clusters", node_configs.BASELINE_CLUSTERS),
                                      ("occupancy", node_configs.BASELINE_OCCUPANCY)) for k in sub},
-        "**Parameters** (`config/model_manager.yaml`": set(node_configs.MODEL_MANAGER)}
+        "**Parameters** (`config/model_manager.yaml`": set(node_configs.MODEL_MANAGER),
+        "**Parameters** (`config/data_recorder.yaml`": set(node_configs.DATA_RECORDER)}
     for heading, keys in cases.items():
         names = _table_names(guide, heading)
         assert names == keys, f"{heading}: missing {sorted(keys - names)}, unknown {sorted(names - keys)}"

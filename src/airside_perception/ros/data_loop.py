@@ -43,7 +43,7 @@ PROG = "airside_perception.ros.data_loop"
 SITE = "remote_stand"
 TASK = "segmentation"
 PACKAGE = os.path.join(os.path.dirname(__file__), "..", "..", "..")
-SCALES = {"small": {"drive": 60, "steps": 150, "rehearsal": 120, "test": 8, "gate_scans": 8, "frames": 30},
+SCALES = {"small": {"drive": 60, "steps": 300, "rehearsal": 180, "test": 8, "gate_scans": 8, "frames": 30},
           "full": {"drive": 600, "steps": 1500, "rehearsal": 1200, "test": 60, "gate_scans": 100, "frames": 2000}}
 NEW_VERSION = "2.3.0-site"
 NEAR_M = 20.0
@@ -232,12 +232,79 @@ def swap(work: str, version: str) -> Dict[str, object]:
     return {"success": bool(r.success), "message": r.message, "active_version": r.active_version}
 
 
+def quota_soak(work: str, minutes: float, max_bytes: float) -> Dict[str, object]:
+    """The graph on simulated streets (every cycle out of distribution) for ``minutes`` with the
+    recorder's rate limits at 2 s and a quota of ``max_bytes``: the largest size the recordings
+    directory reached, sampled every second."""
+    from airside_perception.ros.scenarios import KITTI_MOUNT, make_feeds
+
+    feeds = make_feeds(os.path.join(work, "feeds"), frames=30)
+    rec_dir = os.path.join(work, "quota_recordings")
+    cfg = yaml.safe_load(open(os.path.join(PACKAGE, "config", "data_recorder.yaml")))
+    cfg.update(min_interval_s={k: 2.0 for k in cfg["min_interval_s"]}, min_free_bytes=0.0)
+    config = os.path.join(work, "quota_recorder.yaml")
+    with open(config, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    log = open(os.path.join(work, "quota_soak.log"), "w")
+    launch = subprocess.Popen(["roslaunch", "airside_perception", "bench.launch", f"bag:={feeds['street']}",
+                               f"out:={os.path.join(work, 'quota_bench.txt')}", f"duration_s:={minutes * 60:.0f}",
+                               "swap_path:=none", "intensity_max:=1.0", f"mount:={KITTI_MOUNT}", f"recordings_dir:={rec_dir}",
+                               f"record_max_bytes:={max_bytes:.0f}", f"recorder_config:={config}",
+                               "simplex_standby:=false"], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    seen, samples = 0, 0
+    try:
+        end = time.monotonic() + minutes * 60 + 20
+        while time.monotonic() < end and launch.poll() is None:
+            time.sleep(1.0)
+            if os.path.isdir(rec_dir):
+                size = sum(os.path.getsize(os.path.join(rec_dir, f)) for f in os.listdir(rec_dir)
+                           if os.path.isfile(os.path.join(rec_dir, f)))
+                seen, samples = max(seen, size), samples + 1
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGINT)
+            launch.wait(timeout=30)
+        log.close()
+    from airside_perception.recording.store import read_index
+
+    entries = read_index(os.path.join(rec_dir, "index.jsonl"))
+    return {"minutes": minutes, "quota_bytes": int(max_bytes), "max_bytes_seen": int(seen), "samples": samples,
+            "recordings_kept": len(entries), "held": seen <= max_bytes}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="small")
     ap.add_argument("--work-dir", default="bench_results/data_loop")
     ap.add_argument("--out", default=None, help="the result JSON (docs/results/data_loop.json for the full run)")
+    ap.add_argument("--quota-minutes", type=float, default=0.0, help="instead of the loop: the quota soak, this "
+                                                                     "long, merged into --out")
+    ap.add_argument("--quota-bytes", type=float, default=3e8, help="the quota soak's record_max_bytes")
+    ap.add_argument("--recorder-cost-rounds", type=int, default=0, help="instead of the loop: neural P99 with and "
+                                                                        "without the recorder, merged into --out")
+    ap.add_argument("--recorder-cost-s", type=float, default=45.0)
     args = ap.parse_args(argv)
+    if args.quota_minutes > 0 or args.recorder_cost_rounds > 0:
+        work = os.path.abspath(args.work_dir)
+        os.makedirs(work, exist_ok=True)
+        extra: Dict[str, object] = {}
+        if args.recorder_cost_rounds > 0:
+            from airside_perception.ros.scenarios import recorder_cost
+
+            cost = recorder_cost(os.path.join(work, "cost"), args.recorder_cost_s, args.recorder_cost_rounds)
+            extra.update(recorder_p99_ms={"with": cost["with"], "without": cost["without"]}, recorder_cost=cost)
+        if args.quota_minutes > 0:
+            soak = quota_soak(work, args.quota_minutes, args.quota_bytes)
+            extra.update(quota_bytes=soak["quota_bytes"], max_bytes_seen=soak["max_bytes_seen"], quota_soak=soak)
+        extra["measured_on"] = cli.machine()
+        print(json.dumps(extra, indent=1))
+        if args.out:
+            data = json.load(open(args.out)) if os.path.isfile(args.out) else {}
+            data.update(extra)
+            with open(args.out, "w") as fh:
+                json.dump(data, fh, indent=1)
+        return 0
     scale, work = SCALES[args.scale], os.path.abspath(args.work_dir)
     from airside_perception.tools import curate as curate_mod
     from airside_perception.tools.bench import configured_versions
@@ -266,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _run([sys.executable, "-m", "airside_perception.training.train", "--tasks", TASK, "--data",
               f"semantickitti:{export}", "--class-map", os.path.join(export, "class_map.yaml"), "--init",
               f"{TASK}=" + os.path.join(PACKAGE, "models", f"{TASK}-{serving}.pt"), "--steps", str(scale["steps"]),
-              "--batch", "4", "--lr", "1e-4", "--workers", "1", "--out-dir", os.path.join(work, "train"),
+              "--batch", "8", "--lr", "5e-5", "--workers", "1", "--out-dir", os.path.join(work, "train"),
               "--overwrite"], log)
         _run(tool + ["export", "--task", TASK, "--checkpoint", os.path.join(work, "train", f"{TASK}.pt"),
                      "--version", NEW_VERSION, "--engines-dir", engines], log)

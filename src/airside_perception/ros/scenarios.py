@@ -215,6 +215,27 @@ def machine() -> str:
     return cli.machine()
 
 
+def recorder_cost(work_dir: str, duration_s: float, rounds: int = 2) -> Dict:
+    """Neural P99 of the graph with and without the data recorder (default configuration: the
+    real scans trigger it), alternating, same bag; the medians over the rounds and their ratio."""
+    feeds = make_feeds(work_dir, frames=30)
+    p99: Dict[str, List[float]] = {"with": [], "without": []}
+    recordings: List[int] = []
+    for k in range(rounds):
+        for which, flag in (("without", "false"), ("with", "true")):
+            rec_dir = os.path.join(work_dir, f"recordings_{k}")
+            raw = run_scenario(f"recorder_{which}_{k}", {"bag": feeds["clouds"], "swap_path": "none", "record": flag,
+                                                          "recordings_dir": rec_dir}, work_dir, duration_s)
+            p99[which].append(_worst(raw["outputs"], NEURAL)["p99_ms"])
+            if flag == "true":
+                index = os.path.join(rec_dir, "index.jsonl")
+                recordings.append(sum(1 for _ in open(index)) if os.path.isfile(index) else 0)
+    med = {k: float(np.median(v)) for k, v in p99.items()}
+    return {"with": round(med["with"], 2), "without": round(med["without"], 2),
+            "ratio": round(med["with"] / med["without"], 3), "runs": p99, "recordings_per_run": recordings,
+            "duration_s": duration_s, "rounds": rounds}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="airside_perception.ros.scenarios", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="docs/results/scenarios.json")
