@@ -18,6 +18,7 @@ for the engine.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -145,6 +146,9 @@ class TensorRTBackend(Backend):
         self._engine = None
         self._context = None
         self._memory = None
+        # One execution context, bound and enqueued by one caller at a time: the frame loop and a
+        # validation or shadow run in another thread must not rebind its addresses mid-enqueue.
+        self._context_lock = threading.Lock()
 
     def _activate(self) -> None:
         try:
@@ -175,6 +179,10 @@ class TensorRTBackend(Backend):
         self._memory = None
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        with self._context_lock:
+            return self._infer_locked(feeds)
+
+    def _infer_locked(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         keep_alive = []
         for spec in self.inputs:
             array = feeds[spec.name]
@@ -208,6 +216,10 @@ class TensorRTBackend(Backend):
         expected = {t.name for t in self.inputs}
         if set(feeds) != expected:
             raise InferenceError(f"feeds {sorted(feeds)} do not match the engine's inputs {sorted(expected)}")
+        with self._context_lock:
+            return self._infer_device_locked(feeds, stream_handle)
+
+    def _infer_device_locked(self, feeds: Mapping[str, Any], stream_handle: Optional[int]) -> Dict[str, Any]:
         for spec in self.inputs:
             ptr, shape = device_address(spec.name, feeds[spec.name], self._trt.nptype(
                 self._engine.get_tensor_dtype(spec.name)), self._engine.get_tensor_profile_shape(spec.name, 0))

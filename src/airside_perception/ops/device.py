@@ -95,8 +95,11 @@ class HostDevice:
     def decoder(self, det: Optional[detection.DecodeParams], occ: Optional[Tuple[float, float, float, float]]):
         return _HostDecoder(det, occ)
 
-    def read_back(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-        return {name: np.array(value, copy=True) for name, value in arrays.items()}
+    def read_back(self, arrays: Mapping[str, Any], before_sync=None) -> Dict[str, np.ndarray]:
+        out = {name: np.array(value, copy=True) for name, value in arrays.items()}
+        if before_sync is not None:
+            before_sync()
+        return out
 
     def to_host(self, array) -> np.ndarray:
         return np.asarray(array)
@@ -222,9 +225,10 @@ class CudaDevice:
             self._pinned[name] = held
         return held[1][:int(np.prod(shape))].reshape(shape)
 
-    def read_back(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    def read_back(self, arrays: Mapping[str, Any], before_sync=None) -> Dict[str, np.ndarray]:
         """Every array copied to host memory in one go: asynchronous copies on the main stream into
-        pinned buffers, one synchronisation, then host copies the caller may keep."""
+        pinned buffers, ``before_sync()`` (e.g. the frame's last event, queued behind the copies),
+        one synchronisation, then host copies the caller may keep."""
         cp = self.cp
         views: List[Tuple[str, np.ndarray]] = []
         for name, array in arrays.items():
@@ -234,6 +238,8 @@ class CudaDevice:
                 cp.cuda.runtime.memcpyAsync(view.ctypes.data, array.data.ptr, array.nbytes,
                                             cp.cuda.runtime.memcpyDeviceToHost, self.main.ptr)
             views.append((name, view))
+        if before_sync is not None:
+            before_sync()
         self.main.synchronize()
         return {name: view.copy() for name, view in views}
 

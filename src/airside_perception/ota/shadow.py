@@ -175,7 +175,15 @@ class Comparison:
         return {name: round(hit / total, 4) for name, (hit, total) in sorted(self.class_hits.items()) if total}
 
 
-def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_latency_factor: float,
+def run_shadow(host, *args, **kwargs) -> "ShadowReport":
+    """:func:`_run_shadow`; a device frame loop reads its inputs back only while the run lasts."""
+    try:
+        return _run_shadow(host, *args, **kwargs)
+    finally:
+        host.keep_host_input = False
+
+
+def _run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_latency_factor: float,
                serving_live_p99_ms: Callable[[], Optional[float]], frame_deadline_ms: float,
                clouds: int = 0, duration_s: float = 0.0,
                progress: Optional[Callable[[ShadowReport], None]] = None,
@@ -286,7 +294,6 @@ def run_shadow(host, task: str, candidate: TaskEngine, budget_ms: float, max_lat
         if progress is not None and report.clouds % 10 == 0:
             _fill(report, comparison, pairs, live_p99(), budget_ms, max_latency_factor, start)
             progress(report)
-    host.keep_host_input = False
     _fill(report, comparison, pairs, live_p99(), budget_ms, max_latency_factor, start)
     report.failures += _gate_failures(report)
     return report

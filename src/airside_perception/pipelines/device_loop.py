@@ -78,6 +78,7 @@ class DeviceFrameLoop:
         self.encoder = device.encoder(spec)
         self._streams: Dict[str, Any] = {}
         self._decoders: Dict[Tuple[str, Any], Any] = {}
+        self._pillar_geometry = None
 
     def _stream(self, task: str):
         if task not in self._streams:
@@ -94,7 +95,17 @@ class DeviceFrameLoop:
         return self._decoders[key]
 
     def run(self, points: np.ndarray, engines: Dict[str, TaskEngine], keep_input: bool = False) -> DeviceFrame:
-        """points (N, 4) float32, base_link, host memory. Raises :class:`DeviceFrameError`."""
+        """points (N, 4) float32, base_link, host memory. A task's failure is that task's error in
+        the frame; any other failure (upload, encode, statistics, read-back) raises
+        :class:`DeviceFrameError`."""
+        try:
+            return self._run(points, engines, keep_input)
+        except DeviceFrameError:
+            raise
+        except Exception as exc:  # the device itself failed: a sticky CUDA error shows up anywhere
+            raise DeviceFrameError(f"the device failed the frame: {type(exc).__name__}: {exc}") from exc
+
+    def _run(self, points: np.ndarray, engines: Dict[str, TaskEngine], keep_input: bool) -> DeviceFrame:
         d, xp = self.device, self.device.xp
         marks = d.marks()
         cpu = [("start", time.perf_counter())]  # where the issuing thread's time goes
@@ -108,22 +119,25 @@ class DeviceFrameLoop:
             cpu.append(("encode", time.perf_counter()))
         launched: Dict[str, _Launched] = {}
         errors: Dict[str, str] = {}
-        for task, engine in engines.items():
-            stream = self._stream(task)
-            stream.wait(d.main)
-            try:
-                with stream:
-                    launched[task] = self._launch(engine, bev, stream, marks)
-                    marks.record(f"{task}.decoded", stream)
-            except Exception as exc:  # this task's failure, reported; the others go on
-                errors[task] = f"{type(exc).__name__}: {exc}"
-                LOG.warning("task %s failed on the device: %s", task, errors[task])
-            cpu.append((task, time.perf_counter()))
+        try:
+            for task, engine in engines.items():
+                stream = self._stream(task)
+                stream.wait(d.main)
+                try:
+                    with stream:
+                        launched[task] = self._launch(engine, bev, stream, marks)
+                        marks.record(f"{task}.decoded", stream)
+                except Exception as exc:  # this task's failure, reported; the others go on
+                    errors[task] = f"{type(exc).__name__}: {exc}"
+                    LOG.warning("task %s failed on the device: %s", task, errors[task])
+                cpu.append((task, time.perf_counter()))
+        finally:  # whatever a task queued before it failed ends before the next frame reuses the buffers
+            for task in engines:
+                if task in self._streams:
+                    d.main.wait(self._streams[task])
         with d.main:
-            stats = trust.input_features_on_device(bev, self.spec, xp)
+            stats = trust.input_features_on_device(bev, self.spec, xp, self._geometry())
             cpu.append(("input_statistics", time.perf_counter()))
-            for stream in (self._streams[t] for t in launched):
-                d.main.wait(stream)
             arrays = {"input": xp.stack([xp.asarray(v, dtype=xp.float64) for v in stats.values()])}
             for task, item in launched.items():
                 arrays.update({f"{task}.{k}": v for k, v in item.arrays.items()})
@@ -134,11 +148,10 @@ class DeviceFrameLoop:
                                "bev.point_features": bev.point_features})
             cpu.append(("gather", time.perf_counter()))
             try:
-                host = d.read_back(arrays)
+                host = d.read_back(arrays, lambda: marks.record("end"))
             except Exception as exc:
                 raise DeviceFrameError(f"the device failed the frame at the read-back: {type(exc).__name__}: {exc}") \
                     from exc
-            marks.record("end")
         cpu.append(("read_back", time.perf_counter()))
         frame = DeviceFrame({}, errors, bev, dict(zip(stats, (float(v) for v in host["input"]))))
         frame.parts = self._parts(marks, launched)
@@ -150,6 +163,12 @@ class DeviceFrameLoop:
                                       host["bev.point_features"], bev.n_input, bev.overflow_points,
                                       bev.overflow_pillars)
         return frame
+
+    def _geometry(self):
+        """The pillar centres and the ground ring on the device, uploaded once."""
+        if self._pillar_geometry is None:
+            self._pillar_geometry = tuple(self.device.xp.asarray(a) for a in trust.pillar_geometry(self.spec))
+        return self._pillar_geometry
 
     def _launch(self, engine: TaskEngine, bev: BevInput, stream, marks) -> _Launched:
         xp, task = self.device.xp, engine.task

@@ -97,6 +97,7 @@ class PerceptionHost:
         self.preprocessing = PreprocessingDevice(preprocessing_device)
         self.keep_host_input = False  # device frames also read their encoded input back (shadow runs)
         self._device_loop: Optional[DeviceFrameLoop] = None
+        self._device_failed = False
         self.frame_loop_reason = "preprocessing_device is cpu"
         if frame_device is None and self.preprocessing.device == "gpu":
             try:
@@ -165,12 +166,18 @@ class PerceptionHost:
                 self._last_frame_end = time.monotonic()
                 self._frame_end.notify_all()
 
+    @property
+    def device_loop_failed(self) -> bool:
+        """The device failed a frame and every later one runs on the host path."""
+        return self._device_failed
+
     def frame_loop(self) -> str:
         """Where frames run now, in words (for diagnostics)."""
-        if self._device_loop is not None:
+        loop = self._device_loop  # one read: the frame thread may clear it meanwhile
+        if loop is not None:
             engines = {task: slot.get() for task, slot in self.slots.items()}
             if supports_device(engines):
-                return f"device ({self._device_loop.device.name})"
+                return f"device ({loop.device.name})"
             hosts = sorted(t for t, e in engines.items() if not getattr(e.backend, "supports_device_buffers", False))
             return f"host: {', '.join(hosts)} take host arrays only"
         return f"host: {self.frame_loop_reason}"
@@ -212,10 +219,13 @@ class PerceptionHost:
                                           keep_input=self.keep_host_input)
         except DeviceFrameError as exc:  # the device is gone for this process: every later frame on the host
             self._device_loop = None
-            self.frame_loop_reason = f"{exc}; frames run on the host path since"
+            self._device_failed = True
+            self.frame_loop_reason = f"{exc}; frames run on the host path since (restart the node once the GPU is " \
+                                     "fixed: a sticky CUDA error leaves the context unusable)"
             LOG.error("%s", self.frame_loop_reason)
             total_ms = (time.perf_counter() - start) * 1e3
-            return FrameResult({}, {t: str(exc) for t in engines}, 0.0, total_ms, len(points), 0, 0, versions)
+            return FrameResult({}, {t: str(exc) for t in engines}, 0.0, total_ms, len(points), 0, 0, versions,
+                               frame_loop="device")
         scoring_start = time.perf_counter()
         trust = {task: engines[task].monitor.score({**frame.input_features, **result.features})
                  for task, result in frame.results.items() if engines[task].monitor is not None}

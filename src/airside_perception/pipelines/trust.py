@@ -88,13 +88,19 @@ def input_features(bev: BevInput, spec: BevSpec) -> Dict[str, float]:
     return out
 
 
-def input_features_on_device(bev: BevInput, spec: BevSpec, xp) -> Dict[str, Any]:
+def pillar_geometry(spec: BevSpec) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y (flat, metres) of every pillar centre and the ground-ring mask, host arrays."""
+    return _pillar_geometry(spec)
+
+
+def input_features_on_device(bev: BevInput, spec: BevSpec, xp, geometry=None) -> Dict[str, Any]:
     """:func:`input_features` where the raster is (the GPU): masked sums and sorts of fixed
     size instead of boolean selections, so nothing waits for the device. Returns 0-d ``xp``
     arrays (NaN where :func:`input_features` gives NaN) for the frame's one read-back; equal to
-    :func:`input_features` up to float rounding (sums in another order)."""
+    :func:`input_features` up to float rounding (sums in another order). ``geometry``: the
+    :func:`pillar_geometry` arrays already on the device (uploaded once by the caller)."""
     raster = bev.bev[0].reshape(bev.bev.shape[1], -1)  # (8, S*S)
-    xs, ys, ring = (xp.asarray(a) for a in _pillar_geometry(spec))
+    xs, ys, ring = geometry if geometry is not None else (xp.asarray(a) for a in _pillar_geometry(spec))
     nan = xp.float32(float("nan"))
     occupied = raster[0] > 0
     n_occ = occupied.sum()

@@ -48,6 +48,8 @@ class PreprocessingTask(_HostTask):
         level, message, device = self._level(pre, budget_ms), budget_message(pre, budget_ms), n.host.preprocessing
         if device.fallback_reason:
             level, message = max(level, WARN), f"{device.fallback_reason}; {message}"
+        if n.host.device_loop_failed:
+            level, message = max(level, WARN), f"frame loop: {n.host.frame_loop()}; {message}"
         return level, message, {**common.percentile_values("preprocessing", pre), "budget (ms)": budget_ms,
                                 "device": device.device, "requested device": device.requested,
                                 "frame loop": n.host.frame_loop()}

@@ -36,7 +36,7 @@ class DeviceOnnx(OnnxRuntimeBackend):
 
 
 class BrokenReadBack(HostDevice):
-    def read_back(self, arrays):
+    def read_back(self, arrays, before_sync=None):
         raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
 
 
@@ -167,3 +167,66 @@ def test_input_statistics_without_selections_equal_the_numpy_ones(seed):
         got = {k: float(v) for k, v in trust.input_features_on_device(encoded, spec, np).items()}
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), name
+
+
+class BrokenEncoder(HostDevice):
+    """A device whose encoding fails (where an asynchronous fault of the encode kernels surfaces)."""
+
+    def encoder(self, spec):
+        class Failing:
+            def encode(self, points):
+                raise RuntimeError("cudaErrorIllegalAddress while reading the encode sizes")
+        return Failing()
+
+
+def test_a_failure_before_the_read_back_fails_the_frame_not_the_host():
+    host = PerceptionHost(_engines(DeviceOnnx), "cpu", frame_device=BrokenEncoder())
+    try:
+        frame = host.process(make_scan(83, "dense").points)
+        assert set(frame.errors) == set(VERSIONS) and "cudaErrorIllegalAddress" in frame.errors["detection"]
+        assert host.device_loop_failed and host.frame_loop().startswith("host: the device failed the frame")
+        assert not host.process(make_scan(84, "dense").points).errors
+    finally:
+        host.close()
+
+
+def test_non_finite_outputs_on_the_device_fail_that_task_alone():
+    engines = _engines(DeviceOnnx)
+
+    class NaNs(DeviceOnnx):
+        def infer_device(self, feeds, stream_handle=None):
+            out = self.infer(feeds)
+            out["occupancy_logits"][0, 0, 0, 0] = np.nan
+            return out
+
+    occ = engines[2]
+    engines[2] = TaskEngine(occ.manifest, NaNs(occ.manifest.model_path, occ.manifest.inputs, occ.manifest.outputs,
+                                               1).activate())
+    host = PerceptionHost(engines, "cpu", frame_device=HostDevice())
+    try:
+        frame = host.process(make_scan(85, "dense").points)
+        assert set(frame.errors) == {"occupancy"} and "non-finite" in frame.errors["occupancy"]
+        assert set(frame.results) == {"segmentation", "detection"}
+    finally:
+        host.close()
+
+
+def test_a_swap_to_other_decode_parameters_on_the_device_equals_the_host_path():
+    engines = _engines(DeviceOnnx)
+    host = PerceptionHost(engines, "cpu", frame_device=HostDevice())
+    reference = PerceptionHost(_engines(OnnxRuntimeBackend), "cpu")
+    try:
+        m = store.load_version(os.path.join(ROOT, "engines"), "detection", "1.1.0")
+        old = host.slots["detection"].exchange(TaskEngine(m, DeviceOnnx(m.model_path, m.inputs, m.outputs, 1)
+                                                          .activate()))
+        old.close()
+        ref_old = reference.slots["detection"].exchange(store.open_engine(m, "onnxruntime", 1))
+        ref_old.close()
+        cloud = make_scan(86, "dense").points
+        got, want = host.process(cloud), reference.process(cloud)
+        assert got.frame_loop == "device" and got.versions["detection"] == "1.1.0"
+        np.testing.assert_allclose(got.results["detection"].boxes.boxes, want.results["detection"].boxes.boxes,
+                                   rtol=1e-6)
+    finally:
+        host.close()
+        reference.close()
