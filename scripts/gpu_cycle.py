@@ -261,7 +261,8 @@ def main() -> int:
         results[key] = {p: summary(v) for p, v in parts.items()}
         print(key, results[key], "decode equal so far:", all_equal, flush=True)
     best = min(results, key=lambda k: results[k]["cycle"]["p99_ms"])
-    cycle = {"points": int(len(big)), "versions": {t: v for t, (v, _) in WEIGHTS.items()}, "best": best, "p50_ms": results[best]["cycle"]["p50_ms"],
+    cycle = {"points": int(len(big)), "versions": {t: v for t, (v, _) in WEIGHTS.items()}, "best": best,
+             "p50_ms": results[best]["cycle"]["p50_ms"],
              "p99_ms": results[best]["cycle"]["p99_ms"], "variants": results, "decode_equal_to_numpy": all_equal,
              "networks": "PyTorch CUDA graphs of the default versions' weights (stand-in for TensorRT)",
              "host_steps": "one read-back of two integers after encoding (output sizes); one read-back of "

@@ -105,9 +105,9 @@ def main() -> int:
             g, _ = graphed(torch, net, feeds(encoded[big]))
             agree = [float((net(*feeds(e)).argmax(1) == p).float().mean()) for e, p in zip(encoded, parent_labels)]
             zeros = sum(int((m.weight == 0).sum()) for m in net.modules() if hasattr(m, "weight")
-                        and isinstance(getattr(m, "weight"), torch.Tensor) and m.weight.dim() > 1)
+                        and isinstance(m.weight, torch.Tensor) and m.weight.dim() > 1)
             total = sum(int(m.weight.numel()) for m in net.modules() if hasattr(m, "weight")
-                        and isinstance(getattr(m, "weight"), torch.Tensor) and m.weight.dim() > 1)
+                        and isinstance(m.weight, torch.Tensor) and m.weight.dim() > 1)
             result["versions"][version] = {"fp32_graph": summary(event_times(torch, g.replay, args.runs)),
                                            "labels_agree_with_parent": [round(a, 5) for a in agree],
                                            "zero_weight_share": round(zeros / max(total, 1), 4)}
@@ -133,12 +133,12 @@ def proxies(torch, nets, enc, runs):
         w = layer.weight.detach().half().cuda()
         name = f"linear {w.shape[1]}->{w.shape[0]}"
         a = torch.randn(k, w.shape[1], device="cuda", dtype=torch.float16)
-        dense = summary(event_times(torch, lambda: torch.nn.functional.linear(a, w), runs))
+        dense = summary(event_times(torch, lambda a=a, w=w: torch.nn.functional.linear(a, w), runs))
         try:
             from torch.sparse import to_sparse_semi_structured
 
             sw = to_sparse_semi_structured(w)
-            sparse = summary(event_times(torch, lambda: torch.nn.functional.linear(a, sw), runs))
+            sparse = summary(event_times(torch, lambda a=a, sw=sw: torch.nn.functional.linear(a, sw), runs))
         except Exception as exc:  # cuSPARSELt's shape and pattern rules
             sparse = f"refused: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         rows[name] = {"dense_fp16": dense, "semi_structured_fp16": sparse}

@@ -112,7 +112,7 @@ class _Context:
         return self.e.torch.from_dlpack(cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(memory, 0)))
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        e, torch = self.e, self.e.torch
+        e = self.e
         if e.fail_next:
             e.fail_next = False
             return False

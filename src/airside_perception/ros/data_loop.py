@@ -258,7 +258,8 @@ def quota_soak(work: str, minutes: float, max_bytes: float) -> Dict[str, object]
     log = open(os.path.join(work, "quota_soak.log"), "w")
     launch = subprocess.Popen(["roslaunch", "airside_perception", "bench.launch", f"bag:={feeds['street']}",
                                f"out:={os.path.join(work, 'quota_bench.txt')}", f"duration_s:={minutes * 60:.0f}",
-                               "swap_path:=none", "intensity_max:=1.0", f"mount:={KITTI_MOUNT}", f"recordings_dir:={rec_dir}",
+                               "swap_path:=none", "intensity_max:=1.0", f"mount:={KITTI_MOUNT}",
+                               f"recordings_dir:={rec_dir}",
                                f"record_max_bytes:={max_bytes:.0f}", f"recorder_config:={config}",
                                "simplex_standby:=false"], stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)

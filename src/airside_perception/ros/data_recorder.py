@@ -164,7 +164,8 @@ class DataRecorderNode:
             if self.newest_stamp_ns is None:
                 return MarkRecordingResponse(False, f"no clouds on {self.input_topic} yet: nothing to record")
             if not self.limiter.allow(["mark"], time.monotonic()):
-                return MarkRecordingResponse(False, f"a mark was taken less than {self.triggers.min_interval_s['mark']:g}"
+                wait_s = self.triggers.min_interval_s["mark"]
+                return MarkRecordingResponse(False, f"a mark was taken less than {wait_s:g}"
                                                     " s ago (min_interval_s.mark): try again shortly")
             self.assembler.mark(self.newest_stamp_ns, int(duration * 1e9), req.note.strip(), time.monotonic())
         return MarkRecordingResponse(True, f"recording {self.context.before} clouds before and {duration:g} s from "

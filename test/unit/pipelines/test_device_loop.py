@@ -15,8 +15,16 @@ from airside_perception.pipelines import store, trust
 from airside_perception.pipelines.host import PerceptionHost
 from airside_perception.pipelines.tasks import TaskEngine
 from airside_perception.sim.world import make_scan
-from airside_perception.simplex.decision import (ADVANCED, BASELINE, Evidence, SimplexParams, SimplexState,
-                                                 TaskReport, decide, merge_reports)
+from airside_perception.simplex.decision import (
+    ADVANCED,
+    BASELINE,
+    Evidence,
+    SimplexParams,
+    SimplexState,
+    TaskReport,
+    decide,
+    merge_reports,
+)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
 VERSIONS = {"segmentation": "2.2.0", "detection": "2.1.0", "occupancy": "1.1.0"}

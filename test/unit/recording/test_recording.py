@@ -8,14 +8,19 @@ import pytest
 from airside_perception.errors import ConfigError
 from airside_perception.recording.events import ContextParams, EventAssembler
 from airside_perception.recording.store import RecordingsDir, read_index
-from airside_perception.recording.triggers import (TRIGGERS, RateLimiter, TriggerParams, near_field_disagreement,
-                                                    status_trigger)
+from airside_perception.recording.triggers import (
+    TRIGGERS,
+    RateLimiter,
+    TriggerParams,
+    near_field_disagreement,
+    status_trigger,
+)
 
 MS = 1_000_000
 
 
-def box(x, y, l=1.0, w=1.0):
-    return [x, y, 0.5, l, w, 1.0, 0.0]
+def box(x, y, length=1.0, width=1.0):
+    return [x, y, 0.5, length, width, 1.0, 0.0]
 
 
 def test_status_triggers():
