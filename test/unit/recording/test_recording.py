@@ -152,3 +152,16 @@ def test_bad_recordings_dir_fails_loudly(tmp_path):
         RecordingsDir(str(blocker / "sub"), 1e6)
     with pytest.raises(ConfigError, match="positive"):
         RecordingsDir(str(tmp_path), 0)
+
+
+def test_the_shipped_recorder_config_parses_as_the_node_reads_it():
+    import yaml
+
+    from airside_perception import config, node_configs
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "config", "data_recorder.yaml")
+    cfg = config.parse(yaml.safe_load(open(path)), node_configs.DATA_RECORDER, path)
+    assert isinstance(cfg["max_bytes"], float) and isinstance(cfg["min_free_bytes"], float)
+    TriggerParams(cfg["min_interval_s"], cfg["near_field_m"])
+    ContextParams(cfg["context_before"], cfg["context_after"], cfg["ring_clouds"], cfg["max_event_clouds"],
+                  cfg["flush_s"])
