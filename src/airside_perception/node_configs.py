@@ -161,6 +161,8 @@ DATA_RECORDER = {
                             hi=10_000),
     "flush_s": Key(float, "a recording closes this long after the clouds stop", lo=0.1, hi=600.0),
     "min_interval_s": Key(dict, "seconds between two recordings of one trigger, per trigger"),
+    "min_recording_interval_s": Key(float, "seconds between the starts of two recordings, whatever triggers them "
+                                           "(marks excepted)", lo=0.0, hi=86400.0),
     "near_field_m": Key(float, "an obstacle this close seen by one path only is a near_field_disagreement",
                         lo=0.5, hi=200.0),
     "max_mark_s": Key(float, "longest recording /data_recorder/mark accepts", lo=1.0, hi=3600.0),

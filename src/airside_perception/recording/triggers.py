@@ -77,6 +77,9 @@ class TriggerParams:
 
     min_interval_s: Mapping[str, float]
     near_field_m: float = 20.0
+    #: seconds between the starts of two recordings whatever their triggers (marks excepted): the
+    #: disk and the cores the graph needs; a trigger inside an open recording extends it freely
+    min_recording_interval_s: float = 0.0
 
     def __post_init__(self):
         unknown = sorted(set(self.min_interval_s) - set(TRIGGERS))
@@ -90,6 +93,8 @@ class TriggerParams:
                 raise ConfigError(f"min_interval_s.{name} = {value!r} must be seconds in [0, 86400]")
         if not self.near_field_m > 0:
             raise ConfigError(f"near_field_m {self.near_field_m} must be positive")
+        if not (math.isfinite(self.min_recording_interval_s) and 0 <= self.min_recording_interval_s <= 86400):
+            raise ConfigError(f"min_recording_interval_s {self.min_recording_interval_s} must be seconds in [0, 86400]")
 
 
 class RateLimiter:
@@ -98,11 +103,20 @@ class RateLimiter:
     def __init__(self, params: TriggerParams):
         self.params = params
         self._last: Dict[str, float] = {}
+        self._start: Optional[float] = None  # when the last recording started
         self.held_back: Dict[str, int] = {t: 0 for t in TRIGGERS}
         self.seen: Dict[str, int] = {t: 0 for t in TRIGGERS}
 
-    def allow(self, triggers: List[str], now_s: float) -> List[str]:
-        """The triggers among ``triggers`` that may record at ``now_s`` (and marks them used)."""
+    def allow(self, triggers: List[str], now_s: float, recording: bool = False) -> List[str]:
+        """The triggers among ``triggers`` that may record at ``now_s`` (and marks them used);
+        ``recording``: a recording is open (a trigger extends it, no new one starts)."""
+        gap = self.params.min_recording_interval_s
+        if (not recording and gap and self._start is not None and 0 <= now_s - self._start < gap
+                and "mark" not in triggers):
+            for t in triggers:
+                self.seen[t] += 1
+                self.held_back[t] += 1
+            return []
         out = []
         for t in triggers:
             self.seen[t] += 1
@@ -112,4 +126,6 @@ class RateLimiter:
                 continue
             self._last[t] = now_s
             out.append(t)
+        if out and not recording and out != ["mark"]:  # operator marks neither wait for nor delay triggers
+            self._start = now_s
         return out

@@ -75,7 +75,7 @@ def prepare(work: str, scale: Dict[str, int], log) -> str:
     write_bag(bag, 0, len(seeds), compression="none", scans=(site_scan(int(s), SITE) for s in seeds))
     cfg = yaml.safe_load(open(os.path.join(PACKAGE, "config", "data_recorder.yaml")))
     cfg.update(min_interval_s={k: 0.0 for k in cfg["min_interval_s"]}, context_before=2, context_after=2,
-               min_free_bytes=0.0)
+               min_free_bytes=0.0, min_recording_interval_s=0.0)
     with open(os.path.join(work, "recorder.yaml"), "w") as fh:
         yaml.safe_dump(cfg, fh)
     return bag
@@ -251,7 +251,8 @@ def quota_soak(work: str, minutes: float, max_bytes: float) -> Dict[str, object]
     feeds = make_feeds(os.path.join(work, "feeds"), frames=30)
     rec_dir = os.path.join(work, "quota_recordings")
     cfg = yaml.safe_load(open(os.path.join(PACKAGE, "config", "data_recorder.yaml")))
-    cfg.update(min_interval_s={k: 2.0 for k in cfg["min_interval_s"]}, min_free_bytes=0.0)
+    cfg.update(min_interval_s={k: 2.0 for k in cfg["min_interval_s"]}, min_free_bytes=0.0,
+               min_recording_interval_s=2.0)
     config = os.path.join(work, "quota_recorder.yaml")
     with open(config, "w") as fh:
         yaml.safe_dump(cfg, fh)

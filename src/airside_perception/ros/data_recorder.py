@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import queue
 import struct
 import threading
@@ -37,6 +38,7 @@ from airside_perception.srv import MarkRecording, MarkRecordingResponse
 from airside_perception.stats import ERROR, OK, WARN
 
 NODE = "data_recorder"
+WRITER_NICE = 19  # the writer thread's priority: below everything else
 #: Topics kept as the bytes they arrived in (decoded only when written).
 RAW_TOPICS = ("perception/segmentation", "perception/occupancy", "baseline/segmentation", "baseline/occupancy",
               "perception/obstacles", "perception/safety_grid",
@@ -67,7 +69,7 @@ class DataRecorderNode:
         common.forward_core_logging()
         try:
             self.cfg = cfg = common.private_config(node_configs.DATA_RECORDER, NODE)
-            self.triggers = TriggerParams(cfg["min_interval_s"], cfg["near_field_m"])
+            self.triggers = TriggerParams(cfg["min_interval_s"], cfg["near_field_m"], cfg["min_recording_interval_s"])
             self.context = ContextParams(cfg["context_before"], cfg["context_after"], cfg["ring_clouds"],
                                          cfg["max_event_clouds"], cfg["flush_s"])
             self.store = RecordingsDir(cfg["recordings_dir"], cfg["max_bytes"], cfg["min_free_bytes"])
@@ -125,7 +127,7 @@ class DataRecorderNode:
                     fired.append(trigger)
             elif topic in ("perception/detections", "baseline/obstacles"):
                 fired += self._disagreement(stamp, topic)
-            allowed = self.limiter.allow(fired, now) if fired else []
+            allowed = self.limiter.allow(fired, now, self.assembler.is_recording) if fired else []
             if allowed:
                 self.assembler.trigger(stamp, allowed, now)
             self._hand_over()
@@ -173,6 +175,10 @@ class DataRecorderNode:
 
     # ------------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
+        try:  # the writer yields to every other thread on the machine, the graph's first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except (AttributeError, OSError):
+            pass
         while not rospy.is_shutdown():
             try:
                 event = self.queue.get(timeout=0.5)
@@ -188,9 +194,9 @@ class DataRecorderNode:
     def _write(self, event: Event) -> None:
         import rosbag
 
-        messages = [(topic, decoded(m), t) for f in event.frames for topic, items in f.parts.items()
-                    for m, t in items]
-        expected = sum(_size(m) for _, m, _ in messages) + 64 * 1024
+        messages = [(_stamp_of(m), topic, m) for f in event.frames for topic, items in f.parts.items()
+                    for m, _ in items]
+        expected = sum(_size(m) for _, _, m in messages) + 64 * 1024
         if not self.store.reserve(expected):
             rospy.logwarn_throttle(10, f"{NODE}: a recording of {expected / 1e6:.1f} MB does not fit (quota "
                                        f"{self.store.max_bytes / 1e6:.0f} MB, min_free_bytes): not written")
@@ -198,8 +204,13 @@ class DataRecorderNode:
         first = event.first_trigger_ns / 1e9
         path = self.store.new_path(first, event.trigger_names())
         with rosbag.Bag(path, "w") as bag:
-            for topic, msg, _ in sorted(messages, key=lambda x: x[1].header.stamp.to_nsec()):
-                bag.write(topic, msg, msg.header.stamp)
+            for stamp, topic, msg in sorted(messages, key=lambda x: x[0].to_nsec()):
+                if isinstance(msg, rospy.AnyMsg):  # the bytes as they arrived: no decoding, no re-encoding
+                    header = msg._connection_header
+                    bag.write(topic, (header["type"], msg._buff, header["md5sum"], None,
+                                      _message_class(header["type"])), stamp, raw=True)
+                else:
+                    bag.write(topic, msg, stamp)
         entry = {"stamp": round(first, 6), "triggers": event.trigger_names(), "note": event.note,
                  "triggered": [[round(s / 1e9, 6), names] for s, names in sorted(event.triggers.items())],
                  "start": round(event.frames[0].stamp_ns / 1e9, 6) if event.frames else first,
@@ -233,9 +244,28 @@ class DataRecorderNode:
 
 
 def _size(msg: Any) -> int:
-    buff = io.BytesIO()
+    if isinstance(msg, rospy.AnyMsg):
+        return len(msg._buff)
+    buff = io.BytesIO()  # the typed ones are small (detections, statuses)
     msg.serialize(buff)
     return buff.tell()
+
+
+def _stamp_of(msg: Any) -> rospy.Time:
+    if isinstance(msg, rospy.AnyMsg):
+        return rospy.Time(nsecs=raw_stamp_ns(msg))
+    return msg.header.stamp
+
+
+_CLASSES: Dict[str, Any] = {}
+
+
+def _message_class(type_name: str):
+    if type_name not in _CLASSES:
+        from roslib.message import get_message_class
+
+        _CLASSES[type_name] = get_message_class(type_name)
+    return _CLASSES[type_name]
 
 
 def _versions_and_trust(event: Event, status_topic: str) -> Dict[str, Dict[str, Any]]:

@@ -165,3 +165,14 @@ def test_the_shipped_recorder_config_parses_as_the_node_reads_it():
     TriggerParams(cfg["min_interval_s"], cfg["near_field_m"])
     ContextParams(cfg["context_before"], cfg["context_after"], cfg["ring_clouds"], cfg["max_event_clouds"],
                   cfg["flush_s"])
+
+
+def test_the_gap_between_recordings_holds_whatever_the_trigger():
+    limits = {t: 0.0 for t in TRIGGERS}
+    rl = RateLimiter(TriggerParams(limits, 20.0, min_recording_interval_s=15.0))
+    assert rl.allow(["low_confidence"], 0.0) == ["low_confidence"]
+    assert rl.allow(["deadline_miss"], 1.0, recording=True) == ["deadline_miss"]  # extends the open one
+    assert rl.allow(["deadline_miss"], 5.0) == []  # a new recording waits for the gap
+    assert rl.allow(["mark"], 6.0) == ["mark"]  # the operator is never held back by it
+    assert rl.allow(["engine_error"], 16.0) == ["engine_error"]
+    assert rl.held_back["deadline_miss"] == 1
