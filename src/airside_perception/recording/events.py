@@ -60,6 +60,8 @@ class Event:
     note: str = ""
     frames: List[Frame] = field(default_factory=list)
     updated_s: float = 0.0
+    messages: List[Tuple[str, Any]] = field(default_factory=list)  # (topic, message), copied when ready
+    info: Dict[str, Any] = field(default_factory=dict)  # what the index says of it, taken when ready
 
     @property
     def first_trigger_ns(self) -> int:
@@ -79,10 +81,13 @@ class EventAssembler:
         self._ready: Deque[Event] = collections.deque()
         self.truncated = 0  # events closed at max_event_clouds
 
-    def add(self, stamp_ns: int, topic: str, message: Any, now_s: float) -> None:
-        """Files a message under its cloud's stamp. Messages for stamps older than the ring are
-        dropped; a new stamp may evict the ring's oldest."""
+    def add(self, stamp_ns: int, topic: str, message: Any, now_s: float, is_cloud: bool = True) -> None:
+        """Files a message under its cloud's stamp. Only a cloud opens a frame: an output whose
+        cloud is not in the ring (older than it, or a status of no cloud) is dropped; a new cloud
+        may evict the ring's oldest."""
         frame = self._ring.get(stamp_ns)
+        if frame is None and not is_cloud:
+            return
         if frame is None:
             if self._ring and stamp_ns < next(iter(self._ring)):
                 return  # older than anything kept: its context is gone
@@ -102,7 +107,7 @@ class EventAssembler:
 
     def trigger(self, stamp_ns: int, triggers: List[str], now_s: float) -> None:
         """Records the cloud ``stamp_ns`` for ``triggers`` (already rate limited)."""
-        if not triggers:
+        if not triggers or stamp_ns not in self._ring:  # no cloud of that stamp kept: nothing to record
             return
         if self._open is not None and len(self._open.frames) >= self.params.max_event_clouds:
             self.truncated += 1

@@ -95,6 +95,15 @@ class RecordingsDir:
             return False
         entries = self.entries()
         removed = []
+        indexed = {e["file"] for e in entries}
+        # bags the index does not name (a write cut between its rename and its index line) go first
+        strays = sorted((p for p in glob.glob(os.path.join(self.path, "*.bag"))
+                         if os.path.basename(p) not in indexed), key=os.path.getmtime)
+        for path in strays:
+            if self.used_bytes() + expected_bytes <= self.max_bytes:
+                break
+            os.remove(path)
+            removed.append(os.path.basename(path))
         while entries and self.used_bytes() + expected_bytes > self.max_bytes:
             oldest = entries.pop(0)
             path = os.path.join(self.path, oldest["file"])
@@ -115,10 +124,21 @@ class RecordingsDir:
             return False
         return True
 
+    def discard(self, active_path: str) -> None:
+        """Removes a recording whose write failed."""
+        try:
+            os.remove(active_path)
+        except FileNotFoundError:
+            pass
+
     def close(self, active_path: str, entry: Dict[str, Any]) -> Dict[str, Any]:
-        """Renames the finished recording and adds it to the index."""
+        """Syncs the finished recording to the disk, renames it and adds it to the index (a power
+        cut leaves either no entry or an entry naming a whole file)."""
         final = active_path[: -len(ACTIVE)]
+        with open(active_path, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(active_path, final)
+        _sync_dir(self.path)
         entry = {**entry, "file": os.path.basename(final), "bytes": os.path.getsize(final)}
         with open(self.index_path, "a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -157,6 +177,19 @@ def read_index(path: str, strict: bool = False) -> List[Dict[str, Any]]:
                 continue
             out.append(entry)
     return out
+
+
+def _sync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def free_bytes(path: str) -> Optional[int]:

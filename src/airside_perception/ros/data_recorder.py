@@ -39,6 +39,7 @@ from airside_perception.stats import ERROR, OK, WARN
 
 NODE = "data_recorder"
 WRITER_NICE = 19  # the writer thread's priority: below everything else
+BAG_BYTES_PER_MESSAGE = 250  # rosbag's own records per message (index, connection), for the quota's estimate
 #: Topics kept as the bytes they arrived in (decoded only when written).
 RAW_TOPICS = ("perception/segmentation", "perception/occupancy", "baseline/segmentation", "baseline/occupancy",
               "perception/obstacles", "perception/safety_grid",
@@ -112,14 +113,14 @@ class DataRecorderNode:
 
     def _on_raw(self, msg: rospy.AnyMsg, topic: str) -> None:
         with self.lock:
-            self.assembler.add(raw_stamp_ns(msg), rospy.resolve_name(topic), msg, time.monotonic())
+            self.assembler.add(raw_stamp_ns(msg), rospy.resolve_name(topic), msg, time.monotonic(), is_cloud=False)
             self._hand_over()
 
     def _on_typed(self, msg: Any, topic: str) -> None:
         stamp = msg.header.stamp.to_nsec()
         now = time.monotonic()
         with self.lock:
-            self.assembler.add(stamp, rospy.resolve_name(topic), msg, now)
+            self.assembler.add(stamp, rospy.resolve_name(topic), msg, now, is_cloud=False)
             fired = []
             if topic == "simplex/status":
                 trigger = status_trigger(msg.active, msg.reason)
@@ -150,6 +151,12 @@ class DataRecorderNode:
     def _hand_over(self) -> None:
         """Ready recordings to the writer; a full queue drops them (counted), never waits."""
         for event in self.assembler.pop_ready():
+            # the messages as they are now, copied under the lock: the writer never reads the ring
+            event.messages = [(topic, m) for f in event.frames for topic, items in f.parts.items() for m, _ in items]
+            event.info = {"clouds": sum(1 for f in event.frames if self.input_topic in f.parts),
+                          "start": event.frames[0].stamp_ns / 1e9 if event.frames else event.first_trigger_ns / 1e9,
+                          "end": event.frames[-1].stamp_ns / 1e9 if event.frames else event.first_trigger_ns / 1e9,
+                          **_versions_and_trust(event, rospy.resolve_name("inference_host/status"))}
             try:
                 self.queue.put_nowait(event)
             except queue.Full:
@@ -171,7 +178,8 @@ class DataRecorderNode:
                                                     " s ago (min_interval_s.mark): try again shortly")
             self.assembler.mark(self.newest_stamp_ns, int(duration * 1e9), req.note.strip(), time.monotonic())
         return MarkRecordingResponse(True, f"recording {self.context.before} clouds before and {duration:g} s from "
-                                           f"now into {self.store.path}")
+                                           f"now (at most {self.context.max_event_clouds} clouds in all: "
+                                           f"max_event_clouds) into {self.store.path}")
 
     # ------------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -194,15 +202,29 @@ class DataRecorderNode:
     def _write(self, event: Event) -> None:
         import rosbag
 
-        messages = [(_stamp_of(m), topic, m) for f in event.frames for topic, items in f.parts.items()
-                    for m, _ in items]
-        expected = sum(_size(m) for _, _, m in messages) + 64 * 1024
+        messages = [(_stamp_of(m), topic, m) for topic, m in event.messages]
+        expected = sum(_size(m) + BAG_BYTES_PER_MESSAGE for _, _, m in messages) + 64 * 1024
         if not self.store.reserve(expected):
             rospy.logwarn_throttle(10, f"{NODE}: a recording of {expected / 1e6:.1f} MB does not fit (quota "
                                        f"{self.store.max_bytes / 1e6:.0f} MB, min_free_bytes): not written")
             return
         first = event.first_trigger_ns / 1e9
         path = self.store.new_path(first, event.trigger_names())
+        try:
+            self._write_bag(rosbag, path, messages)
+        except BaseException:
+            self.store.discard(path)  # a failed write leaves no file behind to eat the quota
+            raise
+        entry = {"stamp": round(first, 6), "triggers": event.trigger_names(), "note": event.note,
+                 "triggered": [[round(s / 1e9, 6), names] for s, names in sorted(event.triggers.items())],
+                 "start": round(event.info["start"], 6), "end": round(event.info["end"], 6),
+                 "clouds": event.info["clouds"], "versions": event.info["versions"], "trust": event.info["trust"]}
+        entry = self.store.close(path, entry)
+        self.counts["recordings"] += 1
+        self.last_file = entry["file"]
+
+    @staticmethod
+    def _write_bag(rosbag, path: str, messages) -> None:
         with rosbag.Bag(path, "w") as bag:
             for stamp, topic, msg in sorted(messages, key=lambda x: x[0].to_nsec()):
                 if isinstance(msg, rospy.AnyMsg):  # the bytes as they arrived: no decoding, no re-encoding
@@ -211,15 +233,6 @@ class DataRecorderNode:
                                       _message_class(header["type"])), stamp, raw=True)
                 else:
                     bag.write(topic, msg, stamp)
-        entry = {"stamp": round(first, 6), "triggers": event.trigger_names(), "note": event.note,
-                 "triggered": [[round(s / 1e9, 6), names] for s, names in sorted(event.triggers.items())],
-                 "start": round(event.frames[0].stamp_ns / 1e9, 6) if event.frames else first,
-                 "end": round(event.frames[-1].stamp_ns / 1e9, 6) if event.frames else first,
-                 "clouds": sum(1 for f in event.frames if self.input_topic in f.parts),
-                 **_versions_and_trust(event, rospy.resolve_name("inference_host/status"))}
-        entry = self.store.close(path, entry)
-        self.counts["recordings"] += 1
-        self.last_file = entry["file"]
 
     # ------------------------------------------------------------------ diagnostics
     def _status(self):

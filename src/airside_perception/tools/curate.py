@@ -75,8 +75,18 @@ def _check_inputs(recordings: str, out: str, overwrite: bool) -> List[Dict[str, 
     if not entries:
         raise ConfigError(f"{index} lists no recordings: nothing to curate yet (the recorder adds a line per "
                           "recording)")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ConfigError(f"--out {out} exists and is not empty: pass --overwrite or another --out")
+    real_out, real_rec = os.path.realpath(out), os.path.realpath(recordings)
+    if real_out == real_rec or real_rec.startswith(real_out + os.sep) or real_out.startswith(real_rec + os.sep):
+        raise ConfigError(f"--out {out} and --recordings {recordings} overlap: export somewhere else (the "
+                          "recordings are never written to)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out} is a file: give a directory")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ConfigError(f"--out {out} exists and is not empty: pass --overwrite or another --out")
+        if not os.path.isfile(os.path.join(out, "summary.json")):
+            raise ConfigError(f"--out {out} is not an earlier export (no summary.json): --overwrite replaces only "
+                              "exports; give another --out")
     return entries
 
 
@@ -84,6 +94,8 @@ def _read_recording(path: str) -> Dict[int, Dict[str, Any]]:
     """stamp (ns) -> {topic: message} of one bag (the first message of each topic per stamp)."""
     import rosbag
 
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path} is listed in {INDEX} but missing: restore it, or remove its line from the index")
     frames: Dict[int, Dict[str, Any]] = collections.defaultdict(dict)
     try:
         with rosbag.Bag(path) as bag:
@@ -165,8 +177,8 @@ def curate(recordings: str, out: str, triggers: Sequence[str] = (), context: boo
     elif pre_labels == "teacher":
         raise ConfigError(f"--pre-labels teacher: {teacher_path} does not exist")
     first = pre_labels if pre_labels != "auto" else ("teacher" if teacher is not None else "serving")
-    if out and os.path.isdir(out) and overwrite:
-        shutil.rmtree(out)
+    if os.path.isdir(out) and overwrite and os.listdir(out):
+        shutil.rmtree(out)  # an earlier export (checked above)
     for sub in ["velodyne", "labels"] + [f"labels_{s}" for s in SOURCES if s != first]:
         os.makedirs(os.path.join(out, sub), exist_ok=True)  # the empty ones are removed at the end
     chosen = [e for e in entries if not triggers or set(e.get("triggers", [])) & set(triggers)]
@@ -198,6 +210,7 @@ def curate(recordings: str, out: str, triggers: Sequence[str] = (), context: boo
                          "points": int(len(points)), "pre_labelled_points": have,
                          "versions": entry.get("versions", {}), "trust": entry.get("trust", {})})
     if not rows:
+        shutil.rmtree(out, ignore_errors=True)  # nothing exported: no half-made folder to refuse the next run
         raise ConfigError(f"the {len(chosen)} chosen recordings hold no triggered clouds: widen --triggers or "
                           "pass --context")
     summary = _summary(entries, chosen, rows, first, recordings)

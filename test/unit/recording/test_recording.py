@@ -176,3 +176,22 @@ def test_the_gap_between_recordings_holds_whatever_the_trigger():
     assert rl.allow(["mark"], 6.0) == ["mark"]  # the operator is never held back by it
     assert rl.allow(["engine_error"], 16.0) == ["engine_error"]
     assert rl.held_back["deadline_miss"] == 1
+
+
+def test_a_trigger_for_a_cloud_the_ring_no_longer_holds_records_nothing():
+    asm = EventAssembler(ContextParams(before=1, after=1, ring_clouds=5))
+    for k in range(20):
+        asm.add(k * MS, "cloud", k, k * 0.1)
+    asm.trigger(2 * MS, ["low_confidence"], 2.0)  # long gone from the ring
+    asm.add(5 * MS, "status", "late output of an old cloud", 2.0, is_cloud=False)
+    assert not asm.is_recording and asm.pop_ready() == []
+
+
+def test_bags_the_index_does_not_name_go_first(tmp_path):
+    rd = RecordingsDir(str(tmp_path), max_bytes=10_000, min_free_bytes=0)
+    _write(rd, "kept", 3000, 1_700_000_000.0)
+    with open(tmp_path / "stray.bag", "wb") as fh:  # a write cut between its rename and its index line
+        fh.write(b"x" * 6000)
+    assert rd.reserve(3000)
+    assert not (tmp_path / "stray.bag").exists()
+    assert [e["name"] for e in rd.entries()] == ["kept"]

@@ -100,3 +100,18 @@ def test_the_command_exits_2_with_one_line(tmp_path):
                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "recordings_dir" in run.stderr
+
+
+def test_the_recordings_are_never_an_export_target(tmp_path):
+    _recordings(str(tmp_path / "rec"))
+    for out in (tmp_path / "rec", tmp_path):
+        with pytest.raises(ConfigError, match="overlap"):
+            curate(str(tmp_path / "rec"), str(out), overwrite=True, pre_labels="serving")
+    assert os.path.isfile(tmp_path / "rec" / "index.jsonl")
+    os.makedirs(tmp_path / "notes")
+    open(tmp_path / "notes" / "todo.txt", "w").close()
+    with pytest.raises(ConfigError, match="not an earlier export"):
+        curate(str(tmp_path / "rec"), str(tmp_path / "notes"), overwrite=True, pre_labels="serving")
+    with pytest.raises(ConfigError, match="chosen recordings hold no triggered"):
+        curate(str(tmp_path / "rec"), str(tmp_path / "none"), triggers=["engine_error"], pre_labels="serving")
+    assert not (tmp_path / "none").exists()  # a failed run leaves nothing that refuses the next one
