@@ -324,7 +324,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     serving = configured_versions()[TASK]
     os.makedirs(work, exist_ok=True)
     log = open(os.path.join(os.path.dirname(work) or ".", "data_loop.log"), "w")
-    result: Dict[str, object] = {"site": SITE, "scale": args.scale, "serving": serving, "new_version": NEW_VERSION}
+    result: Dict[str, object] = {"site": SITE, "scale": args.scale, "settings": scale, "serving": serving,
+                                 "new_version": NEW_VERSION}
     print(f"[1/4] drive: {scale['drive']} clouds of {SITE} through full.launch with the recorder", flush=True)
     bag = prepare(work, scale, log)
     launch, scorer = drive(work, bag, scale, log)
@@ -360,6 +361,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "failed": [g["name"] for g in report["gates"] if not g["passed"]], "exit": gates.returncode}
         _run(tool + ["sign", "--task", TASK, "--version", NEW_VERSION, "--engines-dir", engines, "--key",
                      os.path.join(work, "fleet.key")], log)
+        result["signed"] = os.path.isfile(os.path.join(engines, TASK, NEW_VERSION, "signature.json"))
         result["swap"] = swap(work, NEW_VERSION) if report["passed"] else {
             "success": False, "message": "not attempted: the gates failed (an operator would not swap it)"}
         print(f"      gates {result['gates']}; swap {result['swap']}", flush=True)
