@@ -130,11 +130,9 @@ def run_faults(bag: str, log_path: str) -> dict:
             time.sleep(max(0.0, SETTLE_S - WINDOW_AFTER_S))
         return results
     finally:
-        os.killpg(launch.pid, signal.SIGINT)
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(launch.pid, signal.SIGKILL)
+        from airside_perception.ros.common import stop_launch
+
+        stop_launch(launch)
         log.close()
 
 

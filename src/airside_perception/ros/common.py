@@ -120,6 +120,21 @@ def ros_home_file(*parts: str) -> str:
     return os.path.join(home, *parts)
 
 
+def stop_launch(launch) -> None:
+    """Stops a ``roslaunch`` started with ``start_new_session=True``: SIGINT to its process group,
+    SIGKILL if it has not ended within 30 s."""
+    import signal
+    import subprocess
+
+    if launch.poll() is not None:
+        return
+    os.killpg(launch.pid, signal.SIGINT)
+    try:
+        launch.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+
+
 def header_of_raw(buff: bytes):
     """(stamp, frame_id) from the serialized bytes of any message that starts with a Header.
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ import numpy as np
 import yaml
 
 from airside_perception import classes, cli
+from airside_perception.ros.common import stop_launch
 from airside_perception.sim.world import split_seeds
 
 PROG = "airside_perception.ros.data_loop"
@@ -101,9 +101,10 @@ class DriveScorer:
         rospy.Subscriber("/airside_av/ground_truth/objects", Detection3DArray, self._on, "objects", queue_size=20)
 
     def _on(self, msg, kind):
-        from airside_perception.ros.data_recorder import decoded, raw_stamp_ns
+        from airside_perception.ros.common import header_of_raw
+        from airside_perception.ros.data_recorder import decoded
 
-        stamp = raw_stamp_ns(msg) if kind == "cloud" else msg.header.stamp.to_nsec()
+        stamp = header_of_raw(msg._buff)[0].to_nsec() if kind == "cloud" else msg.header.stamp.to_nsec()
         with self.lock:
             if kind == "cloud":
                 self.last_cloud = time.monotonic()
@@ -274,9 +275,7 @@ def quota_soak(work: str, minutes: float, max_bytes: float) -> Dict[str, object]
                            if os.path.isfile(os.path.join(rec_dir, f)))
                 seen, samples = max(seen, size), samples + 1
     finally:
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGINT)
-            launch.wait(timeout=30)
+        stop_launch(launch)
         log.close()
     from airside_perception.recording.store import read_index
 
@@ -366,11 +365,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "success": False, "message": "not attempted: the gates failed (an operator would not swap it)"}
         print(f"      gates {result['gates']}; swap {result['swap']}", flush=True)
     finally:
-        os.killpg(launch.pid, signal.SIGINT)
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(launch.pid, signal.SIGKILL)
+        stop_launch(launch)
     print("[4/4] before / after on the new site and the old apron", flush=True)
     engines = os.path.join(work, "engines")
     det = configured_versions()["detection"]

@@ -17,7 +17,6 @@ import io
 import math
 import os
 import queue
-import struct
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -47,12 +46,6 @@ RAW_TOPICS = ("perception/segmentation", "perception/occupancy", "baseline/segme
               "airside_av/ground_truth/labels", "airside_av/ground_truth/objects")
 TYPED_TOPICS = {"perception/detections": Detection3DArray, "baseline/obstacles": Detection3DArray,
                 "inference_host/status": InferenceStatus, "simplex/status": SimplexStatus}
-
-
-def raw_stamp_ns(msg: rospy.AnyMsg) -> int:
-    """The header stamp of a serialized message that starts with a std_msgs/Header."""
-    _, secs, nsecs = struct.unpack_from("<III", msg._buff, 0)
-    return secs * 1_000_000_000 + nsecs
 
 
 def decoded(msg: Any) -> Any:
@@ -104,7 +97,7 @@ class DataRecorderNode:
 
     # ------------------------------------------------------------------ intake (callbacks: file and return)
     def _on_cloud(self, msg: rospy.AnyMsg) -> None:
-        stamp = raw_stamp_ns(msg)
+        stamp = common.header_of_raw(msg._buff)[0].to_nsec()
         with self.lock:
             self.counts["clouds"] += 1
             self.newest_stamp_ns = stamp
@@ -113,7 +106,8 @@ class DataRecorderNode:
 
     def _on_raw(self, msg: rospy.AnyMsg, topic: str) -> None:
         with self.lock:
-            self.assembler.add(raw_stamp_ns(msg), rospy.resolve_name(topic), msg, time.monotonic(), is_cloud=False)
+            stamp = common.header_of_raw(msg._buff)[0].to_nsec()
+            self.assembler.add(stamp, rospy.resolve_name(topic), msg, time.monotonic(), is_cloud=False)
             self._hand_over()
 
     def _on_typed(self, msg: Any, topic: str) -> None:
@@ -266,7 +260,7 @@ def _size(msg: Any) -> int:
 
 def _stamp_of(msg: Any) -> rospy.Time:
     if isinstance(msg, rospy.AnyMsg):
-        return rospy.Time(nsecs=raw_stamp_ns(msg))
+        return common.header_of_raw(msg._buff)[0]
     return msg.header.stamp
 
 
